@@ -1,0 +1,1 @@
+"""Pieces shared by cloudcore and edgecore: messages, module bus, config, PKI, logging, lifecycle."""

@@ -1,0 +1,5 @@
+"""Suite-wide fixtures: each real component lives in its own plugin module under tests/fixtures."""
+
+pytest_plugins = [
+    "tests.fixtures.paths",
+]
