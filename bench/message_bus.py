@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.bus import ModuleBus  # noqa: E402
-from common.message import Message, decode, encode, to_wire_dict  # noqa: E402
+from common.bus import ModuleBus
+from common.message import Message, decode, encode, to_wire_dict
 
 
 def one_kib_pod() -> dict[str, object]:
@@ -107,7 +107,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, well under 60 s")
     args = parser.parse_args()
     messages, hops = (30_000, 20_000) if args.quick else (200_000, 200_000)
@@ -118,8 +119,8 @@ def main() -> None:
     bus = asyncio.run(bus_hops(hops))
     queue = asyncio.run(queue_hops(hops))
     for name, values in (("module bus", bus), ("asyncio.Queue baseline", queue)):
-        print(f"{name}: {hops} hops, p50 {percentile(values, 50):.1f} us, p99 {percentile(values, 99):.1f} us, "
-              f"max {max(values):.0f} us")
+        print(f"{name}: {hops} hops, p50 {percentile(values, 50):.1f} us, "
+              f"p99 {percentile(values, 99):.1f} us, max {max(values):.0f} us")
     print(f"message_encode_decode_1kib: {ours:,.0f} msgs/s (target >= 100,000)")
     print(f"bus_hop_latency_p50: {percentile(bus, 50):.1f} us (target <= 100)")
     print(f"bus_hop_latency_p99: {percentile(bus, 99):.1f} us (target <= 100)")
