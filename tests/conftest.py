@@ -2,4 +2,8 @@
 
 pytest_plugins = [
     "tests.fixtures.paths",
+    "tests.fixtures.sqlite",
+    "tests.fixtures.mosquitto",
+    "tests.fixtures.containerd",
+    "tests.fixtures.netns",
 ]
