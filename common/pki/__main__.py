@@ -1,6 +1,6 @@
 """`python -m common.pki`: make the CA and certificates a host needs, for set-up scripts.
 
-Every command keeps files that already exist and are valid (idempotent): run it again and nothing
+Every command keeps files that already exist and verify (idempotent): run it again and nothing
 changes. Keys are written 0600.
 
     python -m common.pki ca --cert /etc/kubeedge/ca/rootCA.crt --key /etc/kubeedge/ca/rootCA.key
@@ -12,38 +12,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from common.pki.certs import (
-    KeyPair,
-    create_ca,
-    issue_client_cert,
-    issue_server_cert,
-    load_key_pair,
-    verify_chain,
-)
+from common.pki.certs import load_key_pair
+from common.pki.ensure import ensure_ca, ensure_edge_cert, ensure_server_cert
 from common.pki.errors import PKIError
-
-
-def _existing(cert: Path, key: Path, ca: KeyPair | None, usage: str | None) -> KeyPair | None:
-    if not (cert.exists() and key.exists()):
-        return None
-    pair = load_key_pair(cert, key)
-    if ca is not None:
-        verify_chain(pair.cert, ca.cert, "server" if usage == "server" else "client")
-    return pair
-
-
-def _ensure(cert: Path, key: Path, ca: KeyPair | None, usage: str | None, make: Callable[[], KeyPair]) -> str:
-    if _existing(cert, key, ca, usage) is not None:
-        return f"kept {cert}"
-    make().write(cert, key)
-    return f"wrote {cert} and {key} (0600)"
-
-
-def _ca(ca_dir: Path) -> KeyPair:
-    return load_key_pair(ca_dir / "rootCA.crt", ca_dir / "rootCA.key")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,21 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "ca":
-            print(_ensure(args.cert, args.key, None, None, create_ca))
-        elif args.command == "server-cert":
-            authority = _ca(args.ca_dir)
-            print(_ensure(args.cert, args.key, authority, "server",
-                          lambda: issue_server_cert(authority, ip_addresses=args.ip, dns_names=args.dns)))
+            _, made = ensure_ca(args.cert, args.key)
         else:
-            authority = _ca(args.ca_dir)
-            print(_ensure(args.cert, args.key, authority, "client",
-                          lambda: issue_client_cert(authority, args.node)))
+            authority = load_key_pair(args.ca_dir / "rootCA.crt", args.ca_dir / "rootCA.key")
+            if args.command == "server-cert":
+                _, made = ensure_server_cert(authority, args.cert, args.key, args.ip, args.dns)
+            else:
+                _, made = ensure_edge_cert(authority, args.node, args.cert, args.key)
     except FileNotFoundError as exc:
         print(f"error: {exc.filename} not found (make the CA first with the `ca` command)", file=sys.stderr)
         return 1
     except (PKIError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    print(f"wrote {args.cert} and {args.key} (0600)" if made else f"kept {args.cert}")
     return 0
 
 
