@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Final
 
+from common.hostsvc.process import PidRecord, own_binary, pid_runs
 from common.log import get_logger
 
 log = get_logger("daemon")
@@ -43,42 +44,32 @@ def sd_notify(state: str) -> bool:
             sock.connect(address)
             sock.sendall(state.encode())
         except OSError as exc:
-            log.warning("sd_notify failed", state=state, err=exc)
+            log.v(4).info("sd_notify failed", state=state, err=exc)  # the manager went away: harmless
             return False
-    return True
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 
 @contextlib.contextmanager
 def pidfile(path: Path | None) -> Iterator[None]:
-    """Hold `path` with our pid for the block; refuse when a live process already holds it."""
+    """Hold `path` for the block; refuse when a live process of the recorded program holds it.
+
+    Same format as common.hostsvc (pid, then the program), so `python -m common.hostsvc
+    daemon-down` can stop us without ever signalling a recycled pid.
+    """
     if path is None:
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        held = int(path.read_text().strip() or "0")
-    except (FileNotFoundError, ValueError):
-        held = 0
-    if held and held != os.getpid() and _pid_alive(held):
-        raise PidfileError(f"{path} is held by running process {held}: stop it first")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(f"{os.getpid()}\n")
-    tmp.replace(path)
+    held = PidRecord.read(path)
+    if held is not None and held.pid != os.getpid() and pid_runs(held.pid, held.binary):
+        raise PidfileError(f"{path} is held by running process {held.pid}: stop it first")
+    mine = PidRecord(os.getpid(), own_binary())
+    mine.write(path)
     try:
         yield
     finally:
         with contextlib.suppress(OSError):
-            if path.read_text().strip() == str(os.getpid()):
+            if PidRecord.read(path) == mine:
                 path.unlink()
 
 

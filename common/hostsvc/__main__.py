@@ -17,7 +17,13 @@ from common.hostsvc import containerd, mosquitto
 from common.hostsvc.containerd import ContainerdLayout
 from common.hostsvc.mosquitto import MosquittoLayout, TlsFiles
 from common.hostsvc.ociimage import build_busybox_image, build_pause_image
-from common.hostsvc.process import HostServiceError, is_running
+from common.hostsvc.process import (
+    Daemon,
+    HostServiceError,
+    NotifySocket,
+    is_running,
+    stop_from_pidfile,
+)
 
 EPILOG = """\
 examples:
@@ -109,6 +115,32 @@ def cmd_status(args: argparse.Namespace) -> None:
     print(f"mosquitto: running pid {pid}" if pid else "mosquitto: stopped")
 
 
+def cmd_daemon_up(args: argparse.Namespace) -> None:
+    pid = is_running(args.pidfile)
+    if pid is not None:
+        print(f"{args.name}: already running, pid {pid}")
+        return
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        raise HostServiceError("give the daemon's command after --")
+    notify = NotifySocket(args.pidfile.with_name(f".{args.name}.notify"))
+    try:
+        daemon = Daemon.start(argv, pidfile=args.pidfile, logfile=args.log, env=notify.env())
+        daemon.wait_ready(notify.ready, args.timeout, what=args.name)
+    finally:
+        notify.close()
+    print(f"{args.name}: running, pid {daemon.pid}, log {args.log}")
+
+
+def cmd_daemon_down(args: argparse.Namespace) -> None:
+    print(f"{args.name}: {stop_from_pidfile(args.pidfile).value}")
+
+
+def cmd_daemon_status(args: argparse.Namespace) -> None:
+    pid = is_running(args.pidfile)
+    print(f"{args.name}: running pid {pid}" if pid else f"{args.name}: stopped")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m common.hostsvc",
@@ -188,6 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
     st = add("status", cmd_status, "one line per daemon: running pid or stopped")
     st.add_argument("--base", type=Path, required=True, help="the containerd --base")
     st.add_argument("--mosquitto-dir", type=Path, help="the mosquitto --dir (default BASE/mosquitto)")
+
+    dup = add("daemon-up", cmd_daemon_up,
+              "start a kubeedge daemon detached and wait for its READY=1 (sd_notify protocol)")
+    dup.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for READY=1 (default 30)")
+    dup.add_argument("--log", type=Path, required=True, help="file for the daemon's stdout and stderr")
+    dup.add_argument("argv", nargs=argparse.REMAINDER, help="-- then the daemon's command line")
+    ddown = add("daemon-down", cmd_daemon_down, "stop a daemon started with daemon-up (pid-verified)")
+    dstatus = add("daemon-status", cmd_daemon_status, "running pid or stopped")
+    for cmd in (dup, ddown, dstatus):
+        cmd.add_argument("--name", required=True, help="name shown in messages (e.g. cloudcore)")
+        cmd.add_argument("--pidfile", type=Path, required=True, help="the daemon's pidfile")
     return parser
 
 

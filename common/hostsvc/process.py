@@ -16,6 +16,7 @@ import enum
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -85,9 +86,10 @@ def pid_alive(pid: int) -> bool:
 
 
 def pid_runs(pid: int, binary: str) -> bool:
-    """True when live process `pid` executes `binary` (compared by /proc/<pid>/exe, then by argv[0]).
+    """True when live process `pid` executes `binary`: /proc/<pid>/exe, argv[0], or argv[1].
 
-    `ip netns exec NS prog` execs `prog`, so the check also holds for daemons started in a netns.
+    `ip netns exec NS prog` execs `prog`, so the check also holds for daemons started in a netns;
+    argv[1] covers interpreted daemons (a console script runs as `python /path/to/script ...`).
     """
     if not pid_alive(pid):
         return False
@@ -98,13 +100,57 @@ def pid_runs(pid: int, binary: str) -> bool:
     except OSError:
         pass  # kernel threads and exited processes have no exe link
     try:
-        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2]
     except OSError:
         return False
-    if not argv0:
-        return False
-    resolved = shutil.which(argv0) if os.sep not in argv0 else argv0
+    return any(_resolves_to(arg.decode(errors="replace"), want) for arg in argv if arg)
+
+
+def _resolves_to(arg: str, want: str) -> bool:
+    resolved = shutil.which(arg) if os.sep not in arg else arg
     return resolved is not None and os.path.realpath(resolved) == want
+
+
+def own_binary() -> str:
+    """What `pid_runs` should match for this process: the script it runs, else the interpreter."""
+    argv = Path("/proc/self/cmdline").read_bytes().split(b"\0")
+    script = argv[1].decode(errors="replace") if len(argv) > 1 else ""
+    if os.sep in script and os.path.isfile(script):
+        return os.path.realpath(script)
+    return os.path.realpath("/proc/self/exe")
+
+
+class NotifySocket:
+    """A systemd-style notify socket for a daemon we start: it sends `READY=1` when it is up.
+
+    Our daemons call common.daemon.sd_notify, so readiness is the daemon's own word, not a guess
+    from its log or a port.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        self.path = path
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(str(path))
+        self._sock.setblocking(False)
+        self._ready = False
+
+    def env(self) -> dict[str, str]:
+        return {"NOTIFY_SOCKET": str(self.path)}
+
+    def ready(self) -> bool:
+        while not self._ready:
+            try:
+                datagram = self._sock.recv(4096)
+            except BlockingIOError:
+                break
+            self._ready = b"READY=1" in datagram.split(b"\n")
+        return self._ready
+
+    def close(self) -> None:
+        self._sock.close()
+        self.path.unlink(missing_ok=True)
 
 
 def is_running(pidfile: Path) -> int | None:
@@ -207,6 +253,7 @@ class Daemon:
         pidfile: Path,
         logfile: Path,
         binary: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> Daemon:
         """Start `argv` detached and record it in `pidfile`.
 
@@ -228,6 +275,7 @@ class Daemon:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                env={**os.environ, **env} if env else None,
             )
         PidRecord(pid=proc.pid, binary=os.path.realpath(resolved)).write(pidfile)
         return cls(proc, pidfile, logfile)

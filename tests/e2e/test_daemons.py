@@ -56,7 +56,7 @@ def start_and_stop(program: str, config: Path, pidfile: Path) -> str:
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             assert time.monotonic() < deadline, "daemon did not write its pidfile in 20 s"
             time.sleep(0.05)
-        assert pidfile.read_text().strip() == str(proc.pid)
+        assert pidfile.read_text().splitlines()[0] == str(proc.pid)
         began = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0

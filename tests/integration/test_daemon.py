@@ -60,7 +60,7 @@ def start(tmp_path: Path, mode: str, env: dict[str, str] | None = None) -> tuple
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_within_deadline_and_removes_pidfile(tmp_path: Path, signum: int) -> None:
     proc, pidfile = start(tmp_path, "normal")
-    assert pidfile.read_text().strip() == str(proc.pid)
+    assert pidfile.read_text().splitlines()[0] == str(proc.pid)
     began = time.monotonic()
     proc.send_signal(signum)
     assert proc.wait(timeout=5) == 0
@@ -105,7 +105,7 @@ def test_stale_pidfile_is_taken_over(tmp_path: Path) -> None:
     dead.wait()
     pidfile.write_text(f"{dead.pid}\n")
     proc, _ = start(tmp_path, "normal")
-    assert pidfile.read_text().strip() == str(proc.pid)
+    assert pidfile.read_text().splitlines()[0] == str(proc.pid)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=5) == 0
 

@@ -1,0 +1,55 @@
+"""scripts/quickstart as a user runs it (paths moved to scratch): up twice, down twice, nothing left."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from common.hostsvc.process import PidRecord, pid_alive
+from tests.fixtures.mosquitto import free_port
+from tests.fixtures.paths import require_binary, require_root
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def quickstart(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run([str(ROOT / "scripts/quickstart"), *args], env={**os.environ, **env},
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, f"quickstart {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def test_quickstart_up_up_down_down_leaves_nothing_behind(state_dir: Path, run_id: str) -> None:
+    require_root("quickstart")
+    for binary in ("containerd", "runc", "ctr", "mosquitto"):
+        require_binary(binary)
+    base = state_dir / "qs"
+    env = {"KE_ETC": str(base / "etc"), "KE_VAR": str(base / "var"), "KE_LOGS": str(base / "log"),
+           "KE_RUN": str(base / "run"), "KE_CTD_TAG": f"q{run_id}", "KE_MQTT_PORT": str(free_port()),
+           "KE_NODE_NAME": f"qs-{run_id}"}
+    pidfiles = {name: base / "run" / f"{name}.pid" for name in ("cloudcore", "edgecore")}
+    pidfiles["containerd"] = base / "var/containerd/containerd.pid"
+    pidfiles["mosquitto"] = base / "var/mosquitto/mosquitto.pid"
+    try:
+        first = quickstart(env)
+        for name in ("containerd", "mosquitto", "cloudcore", "edgecore"):
+            assert f"{name}: running pid" in first, first
+        assert "docker.io/local/busybox:1.0" in first and "docker.io/local/pause:1.0" in first
+        pids = {name: PidRecord.read(path) for name, path in pidfiles.items()}
+        assert all(record is not None for record in pids.values())
+        assert (base / "etc/config/edgecore.yaml").exists() and (base / "etc/certs/server.crt").exists()
+        assert f'node="qs-{run_id}"' in (base / "log/edgecore.log").read_text()
+
+        second = quickstart(env)  # idempotent: the same daemons keep running
+        assert {name: PidRecord.read(path) for name, path in pidfiles.items()} == pids
+        assert "already running" in second
+    finally:
+        quickstart(env, "down")
+    quickstart(env, "down")  # a second down is harmless
+    for name, record in pids.items():
+        assert record is not None and not pid_alive(record.pid), f"{name} still running"
+        assert not pidfiles[name].exists()
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    assert f"keq{run_id}" not in links
+    assert str(base) not in Path("/proc/mounts").read_text()
