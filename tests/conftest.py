@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.mosquitto",
     "tests.fixtures.containerd",
     "tests.fixtures.netns",
+    "tests.fixtures.pki",
 ]

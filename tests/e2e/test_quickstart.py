@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from common.hostsvc.process import PidRecord, pid_alive
-from tests.fixtures.mosquitto import free_port
+from tests.fixtures.mosquitto import Broker, free_port
 from tests.fixtures.paths import require_binary, require_root
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,14 +20,18 @@ def quickstart(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
-def test_quickstart_up_up_down_down_leaves_nothing_behind(state_dir: Path, run_id: str) -> None:
+def scratch_env(base: Path, tag: str, mqtt_port: int) -> dict[str, str]:
     require_root("quickstart")
     for binary in ("containerd", "runc", "ctr", "mosquitto"):
         require_binary(binary)
+    return {"KE_ETC": str(base / "etc"), "KE_VAR": str(base / "var"), "KE_LOGS": str(base / "log"),
+            "KE_RUN": str(base / "run"), "KE_CTD_TAG": tag, "KE_MQTT_PORT": str(mqtt_port),
+            "KE_NODE_NAME": f"qs-{tag}"}
+
+
+def test_quickstart_up_up_down_down_leaves_nothing_behind(state_dir: Path, run_id: str) -> None:
     base = state_dir / "qs"
-    env = {"KE_ETC": str(base / "etc"), "KE_VAR": str(base / "var"), "KE_LOGS": str(base / "log"),
-           "KE_RUN": str(base / "run"), "KE_CTD_TAG": f"q{run_id}", "KE_MQTT_PORT": str(free_port()),
-           "KE_NODE_NAME": f"qs-{run_id}"}
+    env = scratch_env(base, f"q{run_id}", free_port())
     pidfiles = {name: base / "run" / f"{name}.pid" for name in ("cloudcore", "edgecore")}
     pidfiles["containerd"] = base / "var/containerd/containerd.pid"
     pidfiles["mosquitto"] = base / "var/mosquitto/mosquitto.pid"
@@ -39,7 +43,7 @@ def test_quickstart_up_up_down_down_leaves_nothing_behind(state_dir: Path, run_i
         pids = {name: PidRecord.read(path) for name, path in pidfiles.items()}
         assert all(record is not None for record in pids.values())
         assert (base / "etc/config/edgecore.yaml").exists() and (base / "etc/certs/server.crt").exists()
-        assert f'node="qs-{run_id}"' in (base / "log/edgecore.log").read_text()
+        assert f'node="qs-q{run_id}"' in (base / "log/edgecore.log").read_text()
 
         second = quickstart(env)  # idempotent: the same daemons keep running
         assert {name: PidRecord.read(path) for name, path in pidfiles.items()} == pids
@@ -53,3 +57,17 @@ def test_quickstart_up_up_down_down_leaves_nothing_behind(state_dir: Path, run_i
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     assert f"keq{run_id}" not in links
     assert str(base) not in Path("/proc/mounts").read_text()
+
+
+def test_quickstart_uses_a_broker_already_on_its_port(state_dir: Path, run_id: str,
+                                                     mosquitto: Broker) -> None:
+    base = state_dir / "qs-broker"
+    env = scratch_env(base, f"b{run_id}", mosquitto.port)
+    try:
+        out = quickstart(env)
+        assert f"a broker already listens on 127.0.0.1:{mosquitto.port}" in out
+        assert "edgecore: running pid" in out
+        assert not (base / "var/mosquitto/mosquitto.pid").exists()
+    finally:
+        quickstart(env, "down")
+    assert pid_alive(mosquitto.pid)  # not ours to stop

@@ -49,16 +49,6 @@ T = TypeVar("T", bound=x509.ExtensionType)
 
 
 @pytest.fixture(scope="module")
-def ca() -> KeyPair:
-    return create_ca()
-
-
-@pytest.fixture(scope="module")
-def other_ca() -> KeyPair:
-    return create_ca()
-
-
-@pytest.fixture(scope="module")
 def server(ca: KeyPair) -> KeyPair:
     return issue_server_cert(ca, ip_addresses=["127.0.0.1", "10.0.0.5"], dns_names=["", "cloud.example"])
 

@@ -27,7 +27,6 @@ from common.pki import (
     ca_hash,
     cert_to_der,
     check_ca_against_token,
-    create_ca,
     create_token,
     parse_token,
     verify_jwt,
@@ -36,16 +35,6 @@ from common.pki import (
 
 NOW = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
 B64URL_ALPHABET = string.ascii_letters + string.digits + "-_"
-
-
-@pytest.fixture(scope="module")
-def ca() -> KeyPair:
-    return create_ca()
-
-
-@pytest.fixture(scope="module")
-def other_ca() -> KeyPair:
-    return create_ca()
 
 
 @pytest.fixture(scope="module")
