@@ -1,0 +1,1 @@
+"""The embedded Kubernetes-compatible control plane: SQLite store, REST API, controllers."""
