@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.containerd",
     "tests.fixtures.netns",
     "tests.fixtures.pki",
+    "tests.fixtures.controlplane",
 ]

@@ -124,12 +124,18 @@ def issue_server_cert(
 def issue_client_cert(ca: KeyPair, node_name: str, valid_days: int = 365) -> KeyPair:
     """An edge node's client certificate (CN `system:node:<node>`, O `system:nodes`, ClientAuth),
     as the CA would sign it after bootstrap; for tests and tools that skip the CSR round trip."""
+    return issue_user_cert(ca, _node_cn(node_name), (NODES_ORGANIZATION,), valid_days)
+
+
+def issue_user_cert(ca: KeyPair, common_name: str, organizations: Sequence[str] = (),
+                    valid_days: int = 365) -> KeyPair:
+    """A ClientAuth certificate for a Kubernetes-style user: CN is the user, each O a group."""
+    if not common_name:
+        raise ValueError("common name must not be empty")
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, NODES_ORGANIZATION),
-            x509.NameAttribute(NameOID.COMMON_NAME, _node_cn(node_name)),
-        ]
+        [*(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations),
+         x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     )
     cert = _issue_leaf(ca, subject, key.public_key(), (ExtendedKeyUsageOID.CLIENT_AUTH,), valid_days, [])
     return KeyPair(cert, key)

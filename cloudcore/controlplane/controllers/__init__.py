@@ -1,0 +1,1 @@
+"""Controllers of the embedded control plane: each reconciles one kind through the ObjectAPI."""
