@@ -26,19 +26,21 @@ def scratch_env(base: Path, tag: str, mqtt_port: int) -> dict[str, str]:
         require_binary(binary)
     return {"KE_ETC": str(base / "etc"), "KE_VAR": str(base / "var"), "KE_LOGS": str(base / "log"),
             "KE_RUN": str(base / "run"), "KE_CTD_TAG": tag, "KE_MQTT_PORT": str(mqtt_port),
-            "KE_NODE_NAME": f"qs-{tag}"}
+            "KE_NODE_NAME": f"qs-{tag}", "KE_APISERVER_PORT": str(free_port())}
 
 
 def test_quickstart_up_up_down_down_leaves_nothing_behind(state_dir: Path, run_id: str) -> None:
     base = state_dir / "qs"
     env = scratch_env(base, f"q{run_id}", free_port())
-    pidfiles = {name: base / "run" / f"{name}.pid" for name in ("cloudcore", "edgecore")}
+    pidfiles = {name: base / "run" / f"{name}.pid" for name in ("controlplane", "cloudcore", "edgecore")}
     pidfiles["containerd"] = base / "var/containerd/containerd.pid"
     pidfiles["mosquitto"] = base / "var/mosquitto/mosquitto.pid"
     try:
         first = quickstart(env)
-        for name in ("containerd", "mosquitto", "cloudcore", "edgecore"):
+        for name in ("containerd", "mosquitto", "controlplane", "cloudcore", "edgecore"):
             assert f"{name}: running pid" in first, first
+        assert f"export KUBECONFIG={base}/etc/admin.kubeconfig" in first
+        assert "kube-node-lease" in first  # kubectl get namespaces through the admin kubeconfig
         assert "docker.io/local/busybox:1.0" in first and "docker.io/local/pause:1.0" in first
         pids = {name: PidRecord.read(path) for name, path in pidfiles.items()}
         assert all(record is not None for record in pids.values())
