@@ -182,3 +182,27 @@ def test_crd_then_custom_objects(controlplane: ControlPlaneProcess, ns: str) -> 
     strategic = kubectl("patch", "widget", "w1", "-n", ns, "-p", '{"spec":{"size":4}}', check=False)
     assert strategic.returncode != 0 and "unknown format" in strategic.stderr
     assert 'widget.example.kubeedge.io "w1" deleted' in kubectl("delete", "widget", "w1", "-n", ns).stdout
+
+
+def test_label_selector_watch_sees_objects_enter_and_leave(controlplane: ControlPlaneProcess, ns: str) -> None:
+    """Relabelling moves an object into and out of a selected watch: ADDED, then DELETED."""
+    controlplane.kubectl("create", "configmap", "mover", "-n", ns)
+    watch = subprocess.Popen(["kubectl", "--kubeconfig", str(controlplane.kubeconfig), "get", "cm", "-n", ns, "-w",
+                              "-l", "team=blue", "--output-watch-events", "-o",
+                              "custom-columns=EVENT:.type,NAME:.object.metadata.name"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        controlplane.kubectl("label", "cm", "mover", "-n", ns, "team=blue")
+        controlplane.kubectl("label", "cm", "mover", "-n", ns, "team=red", "--overwrite")
+        lines: list[str] = []
+        assert watch.stdout is not None
+        deadline = time.monotonic() + 20
+        while len([line for line in lines if "mover" in line]) < 2 and time.monotonic() < deadline:
+            line = watch.stdout.readline()
+            if line:
+                lines.append(line.strip())
+    finally:
+        watch.terminate()
+        watch.wait(timeout=5)
+    assert [line.split()[0] for line in lines if "mover" in line] == ["ADDED", "DELETED"], lines

@@ -24,7 +24,13 @@ from cloudcore.controlplane.api.errors import APIError
 from cloudcore.controlplane.api.objects import PATCH_CONTENT_TYPES, DeleteOptions, ObjectAPI, WriteOptions
 from cloudcore.controlplane.api.resources import Registry, ResourceInfo
 from cloudcore.controlplane.api.selectors import SelectorError, parse_field_selector, parse_label_selector
-from cloudcore.controlplane.store.types import EventType, StoredObject, TooOldError, WatcherClosedError
+from cloudcore.controlplane.store.types import (
+    EventType,
+    StoredObject,
+    TooOldError,
+    WatcherClosedError,
+    WatchEvent,
+)
 from common.log import get_logger
 
 log = get_logger("apiserver")
@@ -441,10 +447,9 @@ class APIServer:
                     if bookmarks:
                         await response.write(self._bookmark(info, self.objects.store.current_rv))
                     continue
-                if matches(event.object):
-                    await send(event.type.value, event.object)
-                elif event.type is EventType.MODIFIED:
-                    continue
+                kind = _filtered_type(event, matches)
+                if kind is not None:
+                    await send(kind, event.object)
         except WatcherClosedError:
             pass  # store shutdown, or this client fell too far behind: it will re-watch
         except (ConnectionResetError, asyncio.CancelledError):
@@ -460,6 +465,18 @@ class APIServer:
             meta["annotations"] = {"k8s.io/initial-events-end": "true"}
         return orjson.dumps({"type": "BOOKMARK", "object": {"kind": info.kind, "apiVersion": info.api_version,
                                                             "metadata": meta}}) + b"\n"
+
+
+def _filtered_type(event: WatchEvent, matches: Callable[[StoredObject], bool]) -> str | None:
+    """The event a filtered watch sends: an object entering the selection is ADDED, one leaving it
+    DELETED (with its new state), others as they are; None when the watch should not see it."""
+    now = matches(event.object)
+    if event.type is not EventType.MODIFIED or event.previous is None:
+        return event.type.value if now else None
+    before = matches(event.previous)
+    if now:
+        return "MODIFIED" if before else "ADDED"
+    return "DELETED" if before else None
 
 
 def _flag(value: str | None) -> bool:

@@ -391,7 +391,8 @@ class Store:
             return WatchEvent(EventType.DELETED, stored)
         assert op.obj is not None
         op.obj["metadata"]["resourceVersion"] = str(rv)
-        return WatchEvent(op.kind, self._stored(key, rv, orjson.dumps(op.obj), op.obj))
+        return WatchEvent(op.kind, self._stored(key, rv, orjson.dumps(op.obj), op.obj),
+                          current if op.kind is EventType.MODIFIED else None)
 
     def _stored(self, key: Key, rv: int, raw: bytes, obj: dict[str, Any]) -> StoredObject:
         metadata = obj["metadata"]
@@ -426,12 +427,12 @@ class Store:
         events: list[WatchEvent] = []
         for row in history_rows:
             stored = self._row_object(row)
+            previous = self.get(stored.key)
+            kind = EventType.ADDED if previous is None else EventType.MODIFIED
             if row.deleted:
                 kind = EventType.DELETED
-            else:
-                kind = EventType.ADDED if self.get(stored.key) is None else EventType.MODIFIED
             self._apply(stored, deleted=bool(row.deleted))
-            events.append(WatchEvent(kind, stored))
+            events.append(WatchEvent(kind, stored, previous if kind is EventType.MODIFIED else None))
         self._cache.load(events, oldest_rv=oldest, current_rv=self._rv)
 
     def _row_object(self, row: LogRow) -> StoredObject:

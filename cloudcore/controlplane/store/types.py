@@ -58,10 +58,15 @@ class EventType(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class WatchEvent:
-    """A committed change. For DELETED, `object` is the last state with the delete's revision."""
+    """A committed change. For DELETED, `object` is the last state with the delete's revision.
+
+    For MODIFIED, `previous` is the state it replaced, so a filtered watch can tell an object that
+    starts or stops matching a selector (sent as ADDED / DELETED, as kube-apiserver does).
+    """
 
     type: EventType
     object: StoredObject
+    previous: StoredObject | None = None
 
     @property
     def rv(self) -> int:
