@@ -1,0 +1,128 @@
+"""Cloud-edge connections over WebSocket, byte-compatible with upstream viaduct: thin asyncio shells.
+
+A `Connection` sends and receives beehive messages, one JSON text frame each (common.message adds
+gorilla's trailing newline); nothing else crosses it: no WebSocket compression, no subprotocol, no
+WebSocket pings (liveness is the application keepalive, as upstream). The edge dials
+`wss://<server>/<projectID>/<nodeName>/events` with headers `node_id`, `project_id` and
+`ConnectionUse: msg`; the cloud takes the node's identity from its verified client certificate and
+refuses a `node_id` header naming another node. Frames above `max_size` close the connection (1009).
+Queueing, ACKs and retries are not here: they live in common.reliable.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, Final
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from common.log import get_logger
+from common.message import Message, decode, encode
+from common.pki.certs import NODE_CN_PREFIX, NODES_ORGANIZATION
+
+log = get_logger("transport")
+
+DEFAULT_MAX_FRAME: Final = 16 * 1024 * 1024  # upstream sets none; a bound keeps one node from exhausting memory
+HEADER_NODE: Final = "node_id"
+HEADER_PROJECT: Final = "project_id"
+HEADER_USE: Final = "ConnectionUse"
+
+
+def server_tls(ca_file: Path, cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """Mutual TLS as CloudHub does it: client certificates required and verified against the CA."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca_file))
+    context.load_cert_chain(cert_file, key_file)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def client_tls(ca_file: Path, cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """The edge's side: verifies the cloud against the CA and its hostname, presents the node certificate."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+    context.load_cert_chain(cert_file, key_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def node_from_peercert(peercert: dict[str, Any] | None) -> str | None:
+    """`<node>` of a verified certificate with O=system:nodes, CN=system:node:<node>."""
+    if not peercert:
+        return None
+    names: dict[str, list[str]] = {}
+    for rdn in peercert.get("subject", ()):
+        for key, value in rdn:
+            names.setdefault(key, []).append(value)
+    common_name = (names.get("commonName") or [""])[0]
+    if NODES_ORGANIZATION in names.get("organizationName", []) and common_name.startswith(NODE_CN_PREFIX):
+        return common_name.removeprefix(NODE_CN_PREFIX) or None
+    return None
+
+
+@dataclass(slots=True)
+class Connection:
+    """One open cloud-edge connection, from either end."""
+
+    node: str
+    websocket: ServerConnection | ClientConnection
+
+    async def send(self, message: Message) -> None:
+        await self.websocket.send(encode(message).decode())
+
+    async def recv(self) -> Message:
+        """Next message; a frame that is not a beehive message raises MessageDecodeError (the caller
+        logs it and goes on: one bad frame does not cost the node its connection)."""
+        frame = await self.websocket.recv()
+        return decode(frame)
+
+    async def close(self, reason: str = "") -> None:
+        await self.websocket.close(reason=reason[:120])
+
+
+Handler = Callable[[Connection], Awaitable[None]]
+
+
+def _refuse(connection: ServerConnection, status: HTTPStatus, text: str) -> Response:
+    log.warning("connection refused", peer=str(connection.remote_address), reason=text)
+    return connection.respond(status, text + "\n")
+
+
+async def serve_nodes(handler: Handler, host: str, port: int, tls: ssl.SSLContext, *,
+                      max_size: int = DEFAULT_MAX_FRAME) -> Server:
+    """CloudHub's WebSocket listener: calls `handler(Connection)` for every node that passes the checks."""
+
+    def check(connection: ServerConnection, request: Request) -> Response | None:
+        node = node_from_peercert(connection.transport.get_extra_info("peercert"))
+        if node is None:
+            return _refuse(connection, HTTPStatus.FORBIDDEN, "client certificate is not a node certificate "
+                                                             "(O=system:nodes, CN=system:node:<name>)")
+        claimed = request.headers.get(HEADER_NODE)
+        if claimed and claimed != node:
+            return _refuse(connection, HTTPStatus.FORBIDDEN,
+                           f"node_id header {claimed!r} does not match the certificate's node {node!r}")
+        return None
+
+    async def accept(websocket: ServerConnection) -> None:
+        node = node_from_peercert(websocket.transport.get_extra_info("peercert"))
+        assert node is not None  # check() refused anything else
+        await handler(Connection(node, websocket))
+
+    return await serve(accept, host, port, ssl=tls, process_request=check, max_size=max_size,
+                       compression=None, ping_interval=None, open_timeout=30, close_timeout=5)
+
+
+async def dial(server: str, node: str, project_id: str, tls: ssl.SSLContext, *, max_size: int = DEFAULT_MAX_FRAME,
+               open_timeout: float = 30) -> Connection:
+    """EdgeHub's WebSocket dial, with upstream's URL and headers."""
+    headers = Headers({HEADER_NODE: node, HEADER_PROJECT: project_id, HEADER_USE: "msg"})
+    websocket = await connect(f"wss://{server}/{project_id}/{node}/events", ssl=tls, additional_headers=headers,
+                              max_size=max_size, compression=None, ping_interval=None, open_timeout=open_timeout,
+                              close_timeout=5)
+    return Connection(node, websocket)
