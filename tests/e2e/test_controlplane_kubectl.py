@@ -8,12 +8,14 @@ import subprocess
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.fixtures.controlplane import ControlPlaneProcess
 
 _counter = itertools.count()
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -206,3 +208,28 @@ def test_label_selector_watch_sees_objects_enter_and_leave(controlplane: Control
         watch.terminate()
         watch.wait(timeout=5)
     assert [line.split()[0] for line in lines if "mover" in line] == ["ADDED", "DELETED"], lines
+
+
+def test_upstream_reliablesyncs_crds_install_and_serve(controlplane: ControlPlaneProcess, ns: str) -> None:
+    crds = ROOT / "config/crds/reliablesyncs"
+    assert "customresourcedefinition" in controlplane.kubectl("apply", "-f", str(crds)).stdout
+    controlplane.kubectl("wait", "--for=condition=established", "crd/objectsyncs.reliablesyncs.kubeedge.io",
+                         "crd/clusterobjectsyncs.reliablesyncs.kubeedge.io", "--timeout=20s")
+    sync = textwrap.dedent("""
+        apiVersion: reliablesyncs.kubeedge.io/v1alpha1
+        kind: ObjectSync
+        metadata: {name: edge-1.0b9f7f8e-23c4-4c55-8d3e-1f5a6b7c8d9e}
+        spec: {objectAPIVersion: v1, objectKind: Pod, objectName: web}
+    """)
+    deadline = time.monotonic() + 20
+    while True:  # kubectl's discovery cache may lag the new CRD by a moment
+        applied = controlplane.kubectl("apply", "-n", ns, "-f", "-", input_text=sync, check=False)
+        if applied.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert "created" in applied.stdout, applied.stderr
+    name = "edge-1.0b9f7f8e-23c4-4c55-8d3e-1f5a6b7c8d9e"
+    controlplane.kubectl("patch", "objectsync", name, "-n", ns, "--subresource", "status", "--type", "merge",
+                         "-p", '{"status":{"objectResourceVersion":"42"}}')
+    got = controlplane.kubectl("get", "objectsync", name, "-n", ns, "-o", "jsonpath={.status.objectResourceVersion}")
+    assert got.stdout == "42"
