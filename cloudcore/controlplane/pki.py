@@ -2,8 +2,10 @@
 
 `DIR/pki/`: `ca.{crt,key}` (the cluster CA), `apiserver.{crt,key}` (serving, SANs for loopback, the
 bind address, the host name and the in-cluster `kubernetes` service names), `admin.{crt,key}`
-(CN `kubernetes-admin`, O `system:masters`). Existing valid files are kept. `DIR/admin.kubeconfig`
-embeds the CA and the admin credentials, mode 0600.
+(CN `kubernetes-admin`, O `system:masters`), `apiserver-kubelet-client.{crt,key}` (the API server as a
+client of kubelets for `pods/log`: CN `kube-apiserver-kubelet-client`, O `system:masters`, as kubeadm
+makes it). Existing valid files are kept. `DIR/admin.kubeconfig` embeds the CA and the admin
+credentials, mode 0600.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from common.pki.ensure import ensure_ca, ensure_server_cert
 
 ADMIN_USER = "kubernetes-admin"
 ADMIN_GROUP = "system:masters"
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
 SERVICE_NAMES = ("kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")
 
 
@@ -30,6 +33,7 @@ class ControlPlanePKI:
     serving: KeyPair
     admin: KeyPair
     directory: Path
+    kubelet_client: KeyPair
 
     @property
     def ca_file(self) -> Path:
@@ -38,6 +42,10 @@ class ControlPlanePKI:
     @property
     def serving_files(self) -> tuple[Path, Path]:
         return self.directory / "apiserver.crt", self.directory / "apiserver.key"
+
+    @property
+    def kubelet_client_files(self) -> tuple[Path, Path]:
+        return self.directory / "apiserver-kubelet-client.crt", self.directory / "apiserver-kubelet-client.key"
 
 
 def ensure_pki(data_dir: Path, bind_address: str, extra_sans: list[str]) -> ControlPlanePKI:
@@ -48,13 +56,19 @@ def ensure_pki(data_dir: Path, bind_address: str, extra_sans: list[str]) -> Cont
     names = ["localhost", socket.gethostname(), *SERVICE_NAMES, *(s for s in extra_sans if not _is_ip(s))]
     serving, _ = ensure_server_cert(ca, directory / "apiserver.crt", directory / "apiserver.key",
                                     dict.fromkeys(ips), dict.fromkeys(names))
-    admin_cert, admin_key = directory / "admin.crt", directory / "admin.key"
-    if admin_cert.exists() and admin_key.exists():
-        admin = load_key_pair(admin_cert, admin_key)
-    else:
-        admin = issue_user_cert(ca, ADMIN_USER, (ADMIN_GROUP,), valid_days=3650)
-        admin.write(admin_cert, admin_key)
-    return ControlPlanePKI(ca, serving, admin, directory)
+    admin = _ensure_user_cert(ca, directory / "admin", ADMIN_USER)
+    kubelet_client = _ensure_user_cert(ca, directory / "apiserver-kubelet-client", KUBELET_CLIENT_USER)
+    return ControlPlanePKI(ca, serving, admin, directory, kubelet_client)
+
+
+def _ensure_user_cert(ca: KeyPair, stem: Path, user: str) -> KeyPair:
+    """`<stem>.crt`/`<stem>.key` for a `system:masters` client certificate: kept when both exist, else made."""
+    cert, key = stem.with_suffix(".crt"), stem.with_suffix(".key")
+    if cert.exists() and key.exists():
+        return load_key_pair(cert, key)
+    pair = issue_user_cert(ca, user, (ADMIN_GROUP,), valid_days=3650)
+    pair.write(cert, key)
+    return pair
 
 
 def _is_ip(text: str) -> bool:

@@ -2,7 +2,8 @@
 
 Opens the store in `--data-dir`, makes the control plane's PKI and `admin.kubeconfig`, registers
 stored CRDs, creates the system namespaces, serves HTTPS (client certificates or bearer tokens;
-anonymous is refused), runs the controllers, and stops within the daemon deadline on SIGTERM.
+anonymous is refused), reaches kubelets for `pods/log`, runs the controllers, and stops within the
+daemon deadline on SIGTERM.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from cloudcore.controlplane import pki as cp_pki
 from cloudcore.controlplane.api import openapi, validation
 from cloudcore.controlplane.api.auth import TokenFile
 from cloudcore.controlplane.api.http import APIServer
+from cloudcore.controlplane.api.kubelet import KubeletProxy
 from cloudcore.controlplane.api.objects import ObjectAPI
 from cloudcore.controlplane.api.resources import Registry
 from cloudcore.controlplane.controllers import crds, manager
@@ -74,6 +76,7 @@ async def run(options: ControlPlaneOptions, stop: asyncio.Event) -> int:
     material = await asyncio.to_thread(cp_pki.ensure_pki, data_dir, options.bind_address, list(options.tls_sans))
     server_url = f"https://{options.client_address}"
     cp_pki.write_private(data_dir / "admin.kubeconfig", cp_pki.kubeconfig(server_url, material))
+    kubelets = KubeletProxy(*material.kubelet_client_files)
     registry = Registry()
     store = await Store.open(data_dir / "state.db", synchronous=options.synchronous,
                              selectable_fields=_registry_fields(registry), history=options.history,
@@ -86,7 +89,8 @@ async def run(options: ControlPlaneOptions, stop: asyncio.Event) -> int:
         crds.serve_existing(objects)
         await objects.ensure_system_namespaces()
         cache = openapi.OpenAPICache(registry)
-        api = APIServer(objects, registry, TokenFile(data_dir / "tokens.csv"), options.client_address, cache)
+        api = APIServer(objects, registry, TokenFile(data_dir / "tokens.csv"), options.client_address, cache,
+                        kubelets)
         runner = web.AppRunner(api.application(), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, options.bind_address, options.bind_port, ssl_context=_tls_context(material),
@@ -106,6 +110,7 @@ async def run(options: ControlPlaneOptions, stop: asyncio.Event) -> int:
         await asyncio.gather(*tasks, return_exceptions=True)
         if runner is not None:
             await runner.cleanup()
+        await kubelets.close()  # after the handlers: none relays a pod log any more
         await store.close()
         logger.info("control plane stopped")
 

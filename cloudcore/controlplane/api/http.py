@@ -2,15 +2,16 @@
 
 Owns the request-to-verb mapping of kube-apiserver paths (`/api/v1/namespaces/<ns>/<resource>/<name>/<sub>`,
 `/apis/<group>/<version>/...`, the legacy `/watch/` prefix), query parameters, content types, Table
-responses for kubectl, watch streaming with bookmarks and 410s, and mapping every failure to a
-Kubernetes Status. Object semantics live in `objects.py`; this module never changes an object itself.
+responses for kubectl, watch streaming with bookmarks and 410s, `pods/log` relayed from the pod's
+kubelet (through `kubelet.py`), and mapping every failure to a Kubernetes Status. Object semantics
+live in `objects.py`; this module never changes an object itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -21,11 +22,13 @@ from aiohttp import web
 from cloudcore.controlplane.api import discovery, errors, openapi, tables
 from cloudcore.controlplane.api.auth import Identity, TokenFile, authorize, identity_from_peercert
 from cloudcore.controlplane.api.errors import APIError
+from cloudcore.controlplane.api.kubelet import KubeletProxy, LogOptions, log_container, node_endpoint
 from cloudcore.controlplane.api.objects import PATCH_CONTENT_TYPES, DeleteOptions, ObjectAPI, WriteOptions
 from cloudcore.controlplane.api.resources import Registry, ResourceInfo
 from cloudcore.controlplane.api.selectors import SelectorError, parse_field_selector, parse_label_selector
 from cloudcore.controlplane.store.types import (
     EventType,
+    Key,
     StoredObject,
     TooOldError,
     WatcherClosedError,
@@ -38,6 +41,7 @@ log = get_logger("apiserver")
 JSON: Final = "application/json"
 MAX_BODY: Final = 3 * 1024 * 1024  # like etcd's request limit behind kube-apiserver
 BOOKMARK_INTERVAL: Final = 5.0
+CLIENT_POLL: Final = 0.5  # how often a relayed pod log checks that its client is still connected
 _BASE_FIELDS: Final = frozenset({"metadata.name", "metadata.namespace"})
 _HEALTH: Final = frozenset({"healthz", "livez", "readyz"})
 
@@ -75,12 +79,13 @@ class APIServer:
     """The HTTP front of one control plane."""
 
     def __init__(self, objects: ObjectAPI, registry: Registry, tokens: TokenFile, server_address: str,
-                 openapi_cache: openapi.OpenAPICache) -> None:
+                 openapi_cache: openapi.OpenAPICache, kubelets: KubeletProxy) -> None:
         self.objects = objects
         self.registry = registry
         self.tokens = tokens
         self.server_address = server_address
         self.openapi = openapi_cache
+        self.kubelets = kubelets
         self.ready = False
         self.watchers = 0
 
@@ -213,6 +218,10 @@ class APIServer:
         identity: Identity = request["identity"]
         authorize(identity, verb, target.info, target.namespace, target.name, target.subresource,
                   query.get("fieldSelector", ""), self.objects.store)
+        if target.subresource == "log":
+            if verb != "get":
+                raise errors.method_not_allowed()
+            return await self._logs(request, target)
         if verb == "watch":
             return await self._watch(request, target)
         if verb == "list":
@@ -249,6 +258,27 @@ class APIServer:
         if _wants_table(request):
             return _json(tables.table(target.info, [self._decoded(target.info, stored)], str(stored.rv)))
         return _raw(self._render(target.info, stored))
+
+    async def _logs(self, request: web.Request, target: Target) -> web.StreamResponse:
+        """pods/log: kube-apiserver's LogREST. Relays the kubelet's answer as it comes, until the kubelet
+        ends it or the client goes away."""
+        options = LogOptions.parse(request.query, target.name)
+        pod = self.objects.get(target.info, target.namespace, target.name).decode()
+        container = log_container(pod, options.container)
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        if not node_name:
+            raise errors.bad_request(f"pod {target.name} does not have a host assigned")
+        node = self.objects.store.get(Key("nodes", "", node_name))
+        if node is None:
+            raise errors.not_found("nodes", node_name)
+        host, port = node_endpoint(node.decode())
+        async with self.kubelets.stream_logs(host, port, target.namespace, target.name, container,
+                                             options) as chunks:
+            response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            await _relay(request, response, chunks)
+        return response
 
     def _selectors(self, request: web.Request, info: ResourceInfo) -> tuple[Any, Any]:
         query = request.query
@@ -465,6 +495,35 @@ class APIServer:
             meta["annotations"] = {"k8s.io/initial-events-end": "true"}
         return orjson.dumps({"type": "BOOKMARK", "object": {"kind": info.kind, "apiVersion": info.api_version,
                                                             "metadata": meta}}) + b"\n"
+
+
+async def _relay(request: web.Request, response: web.StreamResponse, chunks: AsyncIterator[bytes]) -> None:
+    """Write each chunk as it arrives (one HTTP chunk each, so `kubectl logs -f` prints lines as they come)
+    until the chunks end or the client disconnects; a disconnect is noticed within CLIENT_POLL even
+    while the log is silent, and ends the kubelet request when the caller leaves `stream_logs`."""
+    async def copy() -> None:
+        try:
+            async for chunk in chunks:
+                await response.write(chunk)
+        except ConnectionError:
+            pass  # the client went away mid-write
+
+    async def until_client_gone() -> None:
+        # polled: aiohttp tells a handler of a disconnect only by cancelling it, which this server does not enable
+        while request.transport is not None and not request.transport.is_closing():  # noqa: ASYNC110
+            await asyncio.sleep(CLIENT_POLL)
+
+    copying = asyncio.create_task(copy(), name="pods-log-copy")
+    watching = asyncio.create_task(until_client_gone(), name="pods-log-client")
+    try:
+        await asyncio.wait((copying, watching), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        copying.cancel()
+        watching.cancel()
+        await asyncio.gather(copying, watching, return_exceptions=True)
+    failure = None if copying.cancelled() else copying.exception()
+    if failure is not None:  # headers are out: end the stream, there is no Status to send any more
+        log.error("pods/log relay failed", path=request.path, error=f"{type(failure).__name__}: {failure}")
 
 
 def _filtered_type(event: WatchEvent, matches: Callable[[StoredObject], bool]) -> str | None:
