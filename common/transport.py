@@ -12,12 +12,14 @@ Queueing, ACKs and retries are not here: they live in common.reliable.
 from __future__ import annotations
 
 import ssl
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Final
 
+from cryptography import x509
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -25,7 +27,7 @@ from websockets.http11 import Request, Response
 
 from common.log import get_logger
 from common.message import Message, decode, encode
-from common.pki.certs import NODE_CN_PREFIX, NODES_ORGANIZATION
+from common.pki.certs import NODE_CN_PREFIX, NODES_ORGANIZATION, KeyPair, cert_to_pem
 
 log = get_logger("transport")
 
@@ -41,6 +43,21 @@ def server_tls(ca_file: Path, cert_file: Path, key_file: Path) -> ssl.SSLContext
     context.load_cert_chain(cert_file, key_file)
     context.verify_mode = ssl.CERT_REQUIRED
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def server_tls_for(ca: x509.Certificate, server: KeyPair, verify_mode: ssl.VerifyMode = ssl.CERT_REQUIRED
+                   ) -> ssl.SSLContext:
+    """`server_tls` from certificates held in memory (e.g. read from the kubeedge Secrets)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = verify_mode
+    context.load_verify_locations(cadata=cert_to_pem(ca).decode("ascii"))
+    # ssl loads a certificate chain from files only: a private directory that lives for this call.
+    with tempfile.TemporaryDirectory(prefix="cloudhub-tls-") as directory:
+        cert_file, key_file = Path(directory, "server.crt"), Path(directory, "server.key")
+        server.write(cert_file, key_file)
+        context.load_cert_chain(cert_file, key_file)
     return context
 
 

@@ -23,8 +23,6 @@ import asyncio
 import contextlib
 import json
 import ssl
-import tempfile
-from pathlib import Path
 from typing import Final
 
 from aiohttp import web
@@ -40,7 +38,6 @@ from common.pki import (
     KeyPair,
     TokenError,
     cert_to_der,
-    cert_to_pem,
     ext_key_usages_from_go,
     format_time,
     is_edge_client_subject,
@@ -49,6 +46,7 @@ from common.pki import (
     verify_chain,
     verify_jwt,
 )
+from common.transport import server_tls_for
 
 log = get_logger("cloudhub")
 
@@ -127,17 +125,8 @@ class CertServer:
         log.info("certificate server stopped")
 
     def _tls_context(self) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
         # Ask for a client certificate (rotation) without requiring one (bootstrap with a token).
-        context.verify_mode = ssl.CERT_OPTIONAL
-        context.load_verify_locations(cadata=cert_to_pem(self._ca.cert).decode("ascii"))
-        # ssl loads a certificate chain from files only: a private directory that lives for this call.
-        with tempfile.TemporaryDirectory(prefix="cloudhub-tls-") as directory:
-            cert_file, key_file = Path(directory, "server.crt"), Path(directory, "server.key")
-            self._server_cert.write(cert_file, key_file)
-            context.load_cert_chain(cert_file, key_file)
-        return context
+        return server_tls_for(self._ca.cert, self._server_cert, ssl.CERT_OPTIONAL)
 
     async def _handle_ca(self, _request: web.Request) -> web.Response:
         return web.Response(body=self._ca_der, content_type=_DER)
