@@ -664,3 +664,22 @@ async def test_scheduler_filters_and_unschedulable(cluster: Cluster) -> None:
     small["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "3800m"}}
     await c.create("pods", small)
     assert await wait_for(lambda: node_of("small")) in ("n1", "n3")  # n2 has "pinned", n4 is nearly full
+
+
+async def test_custom_resource_owner_is_followed_by_the_collector(cluster: Cluster) -> None:
+    c = cluster
+    crd = {"metadata": {"name": "widgets.example.kubeedge.io"},
+           "spec": {"group": "example.kubeedge.io", "scope": "Namespaced",
+                    "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                    "versions": [{"name": "v1", "served": True, "storage": True,
+                                  "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                                      "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}]}}
+    await c.create("customresourcedefinitions", crd, "apiextensions.k8s.io")
+    await wait_for(lambda: c.registry.get("example.kubeedge.io", "v1", "widgets"), what="CRD served")
+    widget = await c.create("widgets", {"metadata": {"name": "w1"}, "spec": {"size": 1}}, "example.kubeedge.io")
+    ref = {"apiVersion": "example.kubeedge.io/v1", "kind": "Widget", "name": "w1", "uid": widget["metadata"]["uid"]}
+    await c.create("configmaps", {"metadata": {"name": "widget-config", "ownerReferences": [ref]}})
+    await asyncio.sleep(0.2)
+    assert c.get("configmaps", "widget-config") is not None  # its owner exists
+    await c.delete("widgets", "w1", "example.kubeedge.io")
+    await wait_for(lambda: c.get("configmaps", "widget-config") is None, what="dependent of the widget collected")

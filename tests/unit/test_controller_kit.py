@@ -1,5 +1,5 @@
 """The controller kit's sans-I/O parts: the work queue (with a fake clock, no sleeps) and the shared helpers,
-plus the pure rollout arithmetic the Deployment and DaemonSet controllers build on."""
+plus the pure logic the controllers build on: rollout arithmetic, node conditions, endpoints and slices."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from cloudcore.controlplane.controllers.deployments import (
     template_hash,
     without_hash,
 )
+from cloudcore.controlplane.controllers.endpoints import build_subsets, resolve_ports
+from cloudcore.controlplane.controllers.endpoints import plan_slices as build_plan
 from cloudcore.controlplane.controllers.nodelifecycle import mark_unknown, set_unreachable_taints
 from cloudcore.controlplane.controllers.replicasets import deletion_rank
 from cloudcore.controlplane.store.types import Key, StoredObject
@@ -296,3 +298,79 @@ def test_mark_unknown_and_unreachable_taints() -> None:
     assert set_unreachable_taints(node, False, "T3")
     assert node["spec"]["taints"] == [{"key": "dedicated", "effect": "NoSchedule"}]
     assert not set_unreachable_taints(node, False, "T4")
+
+
+# ---- endpoints -----------------------------------------------------------------------------------------
+
+
+def _endpoint_pod(name: str, ip: str, ready: bool = True, ports: list[dict[str, Any]] | None = None,
+                  deleting: bool = False) -> kit.PodSummary:
+    meta: dict[str, Any] = {"name": name, "namespace": "default", "uid": f"uid-{name}"}
+    if deleting:
+        meta["deletionTimestamp"] = "2024-01-01T00:00:00Z"
+    obj = {"metadata": meta, "spec": {"nodeName": "n1", "containers": [{"name": "c", "ports": ports or []}]},
+           "status": {"phase": "Running", "podIP": ip,
+                      "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+    return kit.summarize_pod(kit.Snapshot(StoredObject(Key("pods", "default", name), 1, orjson.dumps(obj),
+                                                       f"uid-{name}", {}, {})))
+
+
+SERVICE: dict[str, Any] = {"metadata": {"name": "svc"}, "spec": {"ports": [
+    {"name": "web", "port": 80, "targetPort": "http", "protocol": "TCP"},
+    {"name": "raw", "port": 81, "targetPort": 9000, "protocol": "TCP"}]}}
+
+
+def test_target_ports_resolve_by_name_per_pod() -> None:
+    named = _endpoint_pod("a", "10.0.0.1", ports=[{"name": "http", "containerPort": 8080}])
+    assert resolve_ports(SERVICE, named) == (("web", 8080, "TCP", ""), ("raw", 9000, "TCP", ""))
+    unnamed = _endpoint_pod("b", "10.0.0.2")
+    assert resolve_ports(SERVICE, unnamed) == (("raw", 9000, "TCP", ""),)
+
+
+def test_subsets_group_by_ports_split_readiness_and_skip_terminating() -> None:
+    pods = [_endpoint_pod("a", "10.0.0.2", ports=[{"name": "http", "containerPort": 8080}]),
+            _endpoint_pod("b", "10.0.0.1", ready=False, ports=[{"name": "http", "containerPort": 8080}]),
+            _endpoint_pod("c", "10.0.0.3"),
+            _endpoint_pod("d", "10.0.0.4", deleting=True, ports=[{"name": "http", "containerPort": 8080}])]
+    subsets = build_subsets(SERVICE, pods)
+    assert len(subsets) == 2
+    by_ports = {len(s["ports"]): s for s in subsets}
+    assert [a["ip"] for a in by_ports[2]["addresses"]] == ["10.0.0.2"]
+    assert [a["ip"] for a in by_ports[2]["notReadyAddresses"]] == ["10.0.0.1"]
+    assert [a["ip"] for a in by_ports[1]["addresses"]] == ["10.0.0.3"]
+    assert by_ports[1]["addresses"][0]["targetRef"] == {"kind": "Pod", "namespace": "default", "name": "c",
+                                                        "uid": "uid-c"}
+
+
+def test_endpoints_are_truncated_at_1000_addresses_ready_first() -> None:
+    pods = [_endpoint_pod(f"p{i}", f"10.0.{i // 250}.{i % 250}", ready=i % 2 == 0) for i in range(1500)]
+    [subset] = build_subsets({"metadata": {"name": "svc"}, "spec": {"ports": [{"port": 80, "targetPort": 80}]}}, pods)
+    assert len(subset["addresses"]) == 750 and len(subset["notReadyAddresses"]) == 250
+
+
+def test_slice_plan_keeps_endpoints_in_place_and_fills_free_room() -> None:
+    ports = [{"name": "web", "port": 8080, "protocol": "TCP"}]
+
+    def endpoint(i: int) -> dict[str, Any]:
+        return {"addresses": [f"10.0.0.{i}"], "conditions": {"ready": True}, "targetRef": {"uid": f"u{i}"}}
+
+    first = [endpoint(i) for i in range(100)]
+    second = [endpoint(i) for i in range(100, 150)]
+    existing = [{"metadata": {"name": "svc-aaaaa"}, "ports": ports, "endpoints": first},
+                {"metadata": {"name": "svc-bbbbb"}, "ports": ports, "endpoints": second}]
+    wanted = [endpoint(i) for i in range(1, 160)]  # 0 went away, 150..159 are new
+    plan, stale = build_plan(existing, [(ports, wanted)])
+    assert stale == []
+    assert [(s["metadata"]["name"] if s else None, len(eps)) for s, _, eps in plan] == [("svc-aaaaa", 100),
+                                                                                      ("svc-bbbbb", 59)]
+    # kept endpoints stay where they were, in their order; the free place takes a new one
+    assert plan[0][2] == [*first[1:], endpoint(150)]
+    assert plan[1][2] == [*second, *(endpoint(i) for i in range(151, 160))]
+
+    many = [endpoint(i) for i in range(250)]
+    plan, stale = build_plan([], [(ports, many)])
+    assert [len(eps) for _, _, eps in plan] == [100, 100, 50] and all(s is None for s, _, _ in plan)
+
+    plan, stale = build_plan(existing, [])
+    assert [(s["metadata"]["name"] if s else None, eps) for s, _, eps in plan] == [("svc-aaaaa", [])]
+    assert [s["metadata"]["name"] for s in stale] == ["svc-bbbbb"]

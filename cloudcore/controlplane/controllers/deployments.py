@@ -349,16 +349,12 @@ class DeploymentController(Controller):
         old = [rs for rs in rs_list if rs is not new_rs]
         revision = max((revision_of(rs) for rs in old), default=0) + 1
         if new_rs is not None:
-            if revision_of(new_rs) < revision or self._annotations_stale(deployment, new_rs):
-                new_rs = await self._annotate(deployment, new_rs, max(revision, revision_of(new_rs)))
+            if revision_of(new_rs) < revision:  # an older template came back (a rollback): it is the newest now
+                new_rs = await self._annotate(deployment, new_rs, revision)
             return new_rs, False
         if not create:
             return None, False
         return await self._create_new(deployment, rs_list, revision), True
-
-    def _annotations_stale(self, deployment: dict[str, Any], rs: dict[str, Any]) -> bool:
-        annotations = rs["metadata"].get("annotations") or {}
-        return annotations.get(DESIRED) != str(deployment["spec"].get("replicas", 1))
 
     def _replica_annotations(self, deployment: dict[str, Any]) -> dict[str, str]:
         replicas = int(deployment["spec"].get("replicas", 1))
@@ -449,19 +445,12 @@ class DeploymentController(Controller):
         assert new_rs is not None
         old = [rs for rs in rs_list if rs["metadata"]["uid"] != new_rs["metadata"]["uid"]]
         replicas = int(deployment["spec"].get("replicas", 1))
-        scaled = False
-        if spec_replicas(new_rs) > replicas:
-            new_rs = await self._scale(deployment, new_rs, replicas)
-            scaled = True
-        elif spec_replicas(new_rs) < replicas:
-            target = new_rs_replicas(deployment, [*old, new_rs], new_rs)
-            if target != spec_replicas(new_rs):
-                new_rs = await self._scale(deployment, new_rs, target)
-                scaled = True
-        if not scaled:
-            for rs, target in old_scale_down_plan(deployment, old, new_rs):
-                await self._scale(deployment, rs, target)
-                scaled = True
+        target = replicas if spec_replicas(new_rs) > replicas else new_rs_replicas(deployment, [*old, new_rs], new_rs)
+        if target != spec_replicas(new_rs):  # the new ReplicaSet moves first; old ones in a later sync
+            new_rs = await self._scale(deployment, new_rs, target)
+        else:
+            for rs, smaller in old_scale_down_plan(deployment, old, new_rs):
+                await self._scale(deployment, rs, smaller)
         return await self._finish(deployment, new_rs, rs_list, created)
 
     async def _rollout_recreate(self, deployment: dict[str, Any], rs_list: list[dict[str, Any]]) -> float | None:
@@ -490,13 +479,14 @@ class DeploymentController(Controller):
         return False
 
     async def _sync_paused(self, deployment: dict[str, Any], rs_list: list[dict[str, Any]]) -> float | None:
+        """A paused deployment only scales: its one active ReplicaSet follows spec.replicas."""
         new_rs, _ = await self._ensure_new(deployment, rs_list, False)
         replicas = int(deployment["spec"].get("replicas", 1))
         active = [rs for rs in rs_list if spec_replicas(rs) > 0]
-        if new_rs is not None and (not active or active == [new_rs]) and spec_replicas(new_rs) != replicas:
-            new_rs = await self._scale(deployment, new_rs, replicas)
-        elif new_rs is None and len(active) == 1 and spec_replicas(active[0]) != replicas:
-            await self._scale(deployment, active[0], replicas)
+        target = new_rs if new_rs is not None else (active[0] if len(active) == 1 else None)
+        if target is not None and all(rs["metadata"]["uid"] == target["metadata"]["uid"] for rs in active) \
+                and spec_replicas(target) != replicas:
+            await self._scale(deployment, target, replicas)
         return await self._sync_status(deployment, new_rs, False)
 
     async def _finish(self, deployment: dict[str, Any], new_rs: dict[str, Any], rs_list: list[dict[str, Any]],

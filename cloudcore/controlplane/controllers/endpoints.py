@@ -9,14 +9,17 @@ with that name and protocol; a pod without it is left out of that port).
 
 Endpoints: subsets grouping pods by their resolved ports, ready pods in `addresses`, not-ready
 ones in `notReadyAddresses`, terminating pods left out (publishNotReadyAddresses makes every
-non-terminating pod ready). EndpointSlices (discovery.k8s.io/v1, addressType IPv4, at most 100
-endpoints each, named by generateName `<svc>-`, owned by the Service so the garbage collector
-deletes them with it): endpoints with their address, ready/serving/terminating conditions,
-nodeName and targetRef; a Service with no endpoints keeps one empty slice, as kube does.
-Only changed objects are written; the Endpoints object goes when its Service does.
+non-terminating pod ready); beyond 1000 addresses it is truncated (ready ones kept first) and
+annotated `endpoints.kubernetes.io/over-capacity: truncated`, as kube does. EndpointSlices
+(discovery.k8s.io/v1, addressType IPv4, at most 100 endpoints each, named by generateName `<svc>-`,
+owned by the Service so the garbage collector deletes them with it): endpoints with their address,
+ready/serving/terminating conditions, nodeName and targetRef; an endpoint stays in the slice it is
+in, new ones fill free room first; a Service with no endpoints keeps one empty slice. Pod changes
+are coalesced briefly and only changed objects are written; the Endpoints object goes when its
+Service does.
 
 What it must never do: touch Endpoints of Services without a selector (someone else manages
-them) or slices another controller manages.
+them) or of ExternalName Services, or slices another controller manages.
 """
 
 from __future__ import annotations
@@ -281,7 +284,8 @@ class EndpointsController(Controller):
             return None
         service = stored.decode()
         selector = self._selector(stored)
-        if not selector or service["metadata"].get("deletionTimestamp"):
+        if not selector or service["metadata"].get("deletionTimestamp") or \
+                (service.get("spec") or {}).get("type") == "ExternalName":
             return None
         matcher = from_match_labels(selector)
         # Candidates: the pods with the rarest of the selector's label pairs; then the full match.

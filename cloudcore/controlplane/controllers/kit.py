@@ -3,14 +3,17 @@
 Owns three things, shaped like client-go's (and kopf's cogs):
 
 * `Informer`: lists one group-resource from the store into a local cache keyed by `Key`, then
-  watches from that revision; handlers and indexes see every add, update and delete. A closed or
-  too-old watch (overflow, compaction) re-lists and replays the difference as events. `Informers`
-  shares one informer per group-resource between controllers and owns their tasks.
+  watches from that revision; handlers, indexes and derived values (small per-object summaries,
+  computed once per event so reconciles over thousands of pods never decode JSON) see every add,
+  update and delete. A closed or too-old watch (overflow, compaction) re-lists and replays the
+  difference as events. `Informers` shares one informer per group-resource between controllers
+  and owns their tasks.
 * `WorkQueue`: sans-I/O, deduplicating, bounded queue of keys with per-key exponential back-off
   and delayed requeue. A key is never handed to two workers at once; a key added while it is being
   processed comes back once processing is done. Time comes from an injected clock, so its tests
   need no sleeps.
-* `Controller`: a name, the group-resources it watches with how an event maps to its keys,
+* `Controller`: a name, the group-resources it watches with how an event maps to its keys (queued
+  at once, or coalesced over a short window that grows with the key's reconcile cost),
   `reconcile(key)`, N workers; `run()` owns its worker and resync tasks and cancels them together.
   Its write helpers go through the ObjectAPI (validation, defaulting, finalizers, graceful
   deletion all apply) and then wait until the informer of that resource has seen the write, so a
@@ -68,6 +71,8 @@ _RELIST_CHUNK: Final = 1000
 # How long a write helper waits for its informer to see the write before going on regardless.
 _CATCH_UP: Final = 5.0
 _MUTATE_ATTEMPTS: Final = 5
+_SLOW_RECONCILE: Final = 0.01
+_MAX_COALESCE: Final = 5.0
 _CONTROLLER_WRITE: Final = WriteOptions(field_validation="Ignore")
 
 
@@ -560,16 +565,24 @@ class Controller(abc.ABC):
         self.log = get_logger(self.name)
         self._watched: list[Informer] = []
         self._wake = asyncio.Event()
+        self._cost: dict[Key, float] = {}  # seconds the last reconcile took, for the keys that were slow
 
     # -- wiring --
     def watch(self, gr: str, mapper: KeyMapper, *, coalesce: float = 0.0) -> Informer:
         """Follow `gr`: each event's keys (from `mapper`) are queued, after `coalesce` seconds if given,
-        so a burst of events (pods turning ready one by one) makes one reconcile, not one each."""
+        so a burst of events (pods turning ready one by one) makes one reconcile, not one each.
+
+        The wait grows with what the key's last reconcile cost (twice its duration, at most
+        `_MAX_COALESCE`): a Service of 10k pods is not re-synced back to back while they change.
+        """
         informer = self.informers.get(gr)
 
         def handle(old: Snapshot | None, new: Snapshot | None) -> None:
             for key in mapper(old, new):
-                self.enqueue_after(key, coalesce)
+                delay = coalesce
+                if coalesce > 0:
+                    delay = max(coalesce, min(_MAX_COALESCE, 2 * self._cost.get(key, 0.0)))
+                self.enqueue_after(key, delay)
 
         informer.add_handler(handle)
         self._watched.append(informer)
@@ -626,6 +639,7 @@ class Controller(abc.ABC):
 
     async def _worker(self) -> None:
         queue = self.queue
+        loop = asyncio.get_running_loop()
         while True:
             key = queue.get()
             if key is None:
@@ -640,6 +654,7 @@ class Controller(abc.ABC):
                     async with asyncio.timeout(timeout):
                         await self._wake.wait()
                 continue
+            started = loop.time()
             try:
                 again = await self.reconcile(key)
             except APIError as exc:
@@ -657,6 +672,11 @@ class Controller(abc.ABC):
             finally:
                 queue.done(key)
                 self._wake.set()
+                took = loop.time() - started
+                if took >= _SLOW_RECONCILE:
+                    self._cost[key] = took
+                else:
+                    self._cost.pop(key, None)
 
     # -- writes through the ObjectAPI, read back through the informers --
     async def create(self, info: ResourceInfo, namespace: str, body: dict[str, Any]) -> StoredObject:

@@ -6,7 +6,9 @@ batches, deletes the extra ones preferring unscheduled, then pending, then not-r
 recently ready and the newest pods (kube's ranking), adopts orphan pods its selector matches and
 releases owned pods it no longer matches. Status: replicas, fullyLabeledReplicas, readyReplicas
 (Ready condition True), availableReplicas (ready for minReadySeconds), observedGeneration, and the
-ReplicaFailure condition when pods cannot be created.
+ReplicaFailure condition when pods cannot be created. It works from the pods informer's shared pod
+summaries and wakes only for pod changes that matter to it (labels, owner, readiness, deletion),
+coalesced over 0.2 s, so thousands of pods turning ready cost a handful of syncs.
 
 What it must never do: touch pods another controller owns, create or delete pods for a
 ReplicaSet being deleted (the garbage collector removes those), or count terminating or finished
