@@ -356,7 +356,9 @@ class APIServer:
             raise errors.conflict("pods", target.name, "", f"pod {target.name} is already assigned to node "
                                   f'"{bound}"')
         pod["spec"]["nodeName"] = node
-        conditions = pod.setdefault("status", {}).setdefault("conditions", [])
+        status = pod.setdefault("status", {})
+        conditions = [c for c in status.get("conditions") or () if c.get("type") != "PodScheduled"]
+        status["conditions"] = conditions
         conditions.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
                            "lastTransitionTime": _now()})
         await self.objects.store.update(stored.key, pod, expected_rv=stored.rv)

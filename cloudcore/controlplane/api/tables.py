@@ -151,6 +151,13 @@ def _endpoints_row(obj: Mapping[str, Any]) -> Row:
     return [_name(obj), shown or "<none>", age(obj)]
 
 
+def _endpointslice_row(obj: Mapping[str, Any]) -> Row:
+    ports = ",".join(str(p.get("port", "")) for p in obj.get("ports") or ()) or "<unset>"
+    addresses = [a for e in obj.get("endpoints") or () for a in e.get("addresses") or ()]
+    shown = ",".join(addresses[:3]) + (f" + {len(addresses) - 3} more..." if len(addresses) > 3 else "")
+    return [_name(obj), obj.get("addressType", ""), ports, shown or "<unset>", age(obj)]
+
+
 def _event_row(obj: Mapping[str, Any]) -> Row:
     involved = obj.get("involvedObject") or {}
     last = obj.get("lastTimestamp") or obj.get("eventTime") or (obj.get("metadata") or {}).get("creationTimestamp")
@@ -187,6 +194,8 @@ PRINTERS: Final[dict[str, Printer]] = {
     "configmaps": (_columns("Name:string", "Data:integer", "Age:string"), _configmap_row),
     "secrets": (_columns("Name:string", "Type:string", "Data:integer", "Age:string"), _secret_row),
     "endpoints": (_columns("Name:string", "Endpoints:string", "Age:string"), _endpoints_row),
+    "endpointslices.discovery.k8s.io": (_columns("Name:string", "AddressType:string", "Ports:string",
+                                                 "Endpoints:string", "Age:string"), _endpointslice_row),
     "events": (_columns("Last Seen:string", "Type:string", "Reason:string", "Object:string", "Message:string"),
                _event_row),
 }
