@@ -1,13 +1,14 @@
-"""cloudcore wiring: config in, modules on one bus, run until stopped.
+"""cloudcore wiring: config in, a Kubernetes client, modules on one bus, run until stopped.
 
-Modules join the list below as they are built (cloudhub, edgecontroller, devicecontroller, ...).
+Modules join the list below as they are built (edgecontroller, devicecontroller, synccontroller, ...).
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from cloudcore.cloudhub.certs import ensure_cloud_certs
+from cloudcore import kube
+from cloudcore.cloudhub.hub import CloudHubModule
 from common import daemon
 from common.bus import ModuleBus
 from common.config import CloudCoreConfig
@@ -21,9 +22,17 @@ async def run(config: CloudCoreConfig, stop: asyncio.Event) -> int:
     if config.adjust():
         log.info("raised qps/burst and node-scaled buffers to upstream minimums",
                  node_limit=config.modules.cloud_hub.node_limit)
-    if config.modules.cloud_hub.enable:
-        await asyncio.to_thread(ensure_cloud_certs, config.modules.cloud_hub)
-    modules: list[Module] = []
-    daemon.sd_notify("READY=1")
-    log.info("cloudcore started", modules=",".join(m.name for m in modules))
-    return await run_modules(ModuleBus(), modules, stop)
+    try:
+        client = await kube.api_client(config.kube_api_config)
+    except kube.KubeConfigError as exc:
+        log.error("no Kubernetes API", err=exc)
+        return 1
+    try:
+        modules: list[Module] = []
+        if config.modules.cloud_hub.enable:
+            modules.append(CloudHubModule(config.modules.cloud_hub, client))
+        daemon.sd_notify("READY=1")
+        log.info("cloudcore started", modules=",".join(m.name for m in modules))
+        return await run_modules(ModuleBus(), modules, stop)
+    finally:
+        await client.close()

@@ -1,6 +1,6 @@
 """edgecore wiring: config in, the edge database opened, modules on one bus, run until stopped.
 
-Modules join the list below as they are built (edgehub, metamanager, edged, eventbus, devicetwin).
+Modules join the list below as they are built (metamanager, edged, eventbus, devicetwin).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from common.bus import ModuleBus
 from common.config import EdgeCoreConfig
 from common.log import get_logger
 from common.modules import Module, run_modules
+from edgecore.edgehub.hub import EdgeHubModule
 
 log = get_logger("edgecore")
 
@@ -34,8 +35,10 @@ async def run(config: EdgeCoreConfig, stop: asyncio.Event) -> int:
     except (OSError, aiosqlite.Error) as exc:
         log.error("cannot open the edge database", path=config.database.data_source, err=exc)
         return 1
+    node = config.modules.edged.hostname_override
     modules: list[Module] = []
+    if config.modules.edge_hub.enable:
+        modules.append(EdgeHubModule(config.modules.edge_hub, node))
     daemon.sd_notify("READY=1")
-    log.info("edgecore started", node=config.modules.edged.hostname_override,
-             modules=",".join(m.name for m in modules))
+    log.info("edgecore started", node=node, modules=",".join(m.name for m in modules))
     return await run_modules(ModuleBus(), modules, stop)

@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common.pki import load_cert, verify_chain
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -69,14 +67,11 @@ def start_and_stop(program: str, config: Path, pidfile: Path) -> str:
     return proc.stderr.read() if proc.stderr else ""
 
 
-def test_cloudcore_makes_ca_and_server_cert_then_stops_on_sigterm(tmp_path: Path) -> None:
-    stderr = start_and_stop("cloudcore", cloudcore_config(tmp_path), tmp_path / "run/cloudcore.pid")
-    assert '"cloudcore started"' in stderr and '"created CA"' in stderr
-    ca = load_cert(tmp_path / "ca/rootCA.crt")
-    verify_chain(load_cert(tmp_path / "certs/server.crt"), ca, "server")
-    assert oct((tmp_path / "ca/rootCA.key").stat().st_mode & 0o777) == "0o600"
-    again = start_and_stop("cloudcore", cloudcore_config(tmp_path), tmp_path / "run/cloudcore.pid")
-    assert '"created CA"' not in again  # kept, not replaced
+def test_cloudcore_without_a_kubernetes_api_exits_1_naming_the_fix(tmp_path: Path) -> None:
+    result = run("cloudcore", "--config", str(cloudcore_config(tmp_path)), "--pidfile", str(tmp_path / "cc.pid"))
+    assert result.returncode == 1
+    assert "set kubeAPIConfig.kubeConfig" in result.stderr and "cloudcore controlplane" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_edgecore_opens_its_database_then_stops_on_sigterm(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 from common.hostsvc.process import PidRecord, pid_alive
+from tests.fixtures.hollow_node import wait_for
 from tests.fixtures.mosquitto import Broker, free_port
 from tests.fixtures.paths import require_binary, require_root
 
@@ -26,7 +27,8 @@ def scratch_env(base: Path, tag: str, mqtt_port: int) -> dict[str, str]:
         require_binary(binary)
     return {"KE_ETC": str(base / "etc"), "KE_VAR": str(base / "var"), "KE_LOGS": str(base / "log"),
             "KE_RUN": str(base / "run"), "KE_CTD_TAG": tag, "KE_MQTT_PORT": str(mqtt_port),
-            "KE_NODE_NAME": f"qs-{tag}", "KE_APISERVER_PORT": str(free_port())}
+            "KE_NODE_NAME": f"qs-{tag}", "KE_APISERVER_PORT": str(free_port()),
+            "KE_CLOUDHUB_PORT": str(free_port()), "KE_CLOUDHUB_HTTPS_PORT": str(free_port())}
 
 
 def test_quickstart_up_up_down_down_leaves_nothing_behind(state_dir: Path, run_id: str) -> None:
@@ -46,6 +48,8 @@ def test_quickstart_up_up_down_down_leaves_nothing_behind(state_dir: Path, run_i
         assert all(record is not None for record in pids.values())
         assert (base / "etc/config/edgecore.yaml").exists() and (base / "etc/certs/server.crt").exists()
         assert f'node="qs-q{run_id}"' in (base / "log/edgecore.log").read_text()
+        wait_for(lambda: '"connected to cloudcore"' in (base / "log/edgecore.log").read_text())
+        wait_for(lambda: f'"node connected" node="qs-q{run_id}"' in (base / "log/cloudcore.log").read_text())
 
         second = quickstart(env)  # idempotent: the same daemons keep running
         assert {name: PidRecord.read(path) for name, path in pidfiles.items()} == pids

@@ -1,0 +1,224 @@
+"""The CloudHub module: edge connections in, per-node reliable queues out, the certificate service beside.
+
+Owns, for the life of cloudcore: the CA/server certificate/token from the kubeedge Secrets, the HTTPS
+:10002 certificate service, the WebSocket :10000 listener, one `NodeQueue` per node (kept across
+disconnects, so nothing queued for a node is lost when its link flaps) and one session per connected
+node. A session is one task group: reader (keepalive, ACKs, upstream dispatch), writer (queue pump)
+and watchdog (a node silent past keepaliveInterval is disconnected). A newer connection of a node
+replaces the older one, as upstream.
+
+Downstream: messages from other cloud modules addressed `node/<node>/...` are queued for that node
+with the node prefix trimmed. Upstream: the edge's `<ns>/<type>/<name>` gets the connection's node
+prefix and goes to the edgecontroller group (devicecontroller for twin, dynamiccontroller for
+metaserver), unless it names another node's Node or lease, which is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Final
+
+import websockets
+from kubernetes_asyncio.client import ApiClient
+
+from cloudcore.cloudhub.certserver import CertServer
+from cloudcore.cloudhub.secrets import TokenRefresher, prepare_cloud_pki
+from common.config.cloudcore import CloudHub as CloudHubConfig
+from common.constants import CLOUD_MODULES, CloudModule, Group, Op, ResourceType
+from common.errors import BusError, MessageDecodeError, ResourceError
+from common.log import get_logger
+from common.message import Message
+from common.modules import ModuleContext
+from common.reliable import Keepalive, NodeQueue, Resolved
+from common.resource import add_node_prefix, node_of, parse_edge_resource, trim_node_prefix
+from common.transport import Connection, serve_nodes, server_tls_for
+
+log = get_logger("cloudhub")
+
+_NO_ACK_RESOURCES: Final = ("podlist", "membership", "twin/cloud_updated", "serviceaccounttoken", "k8s/ca.crt")
+_NODE_SCOPED_TYPES: Final = frozenset({ResourceType.NODE, ResourceType.NODESTATUS, ResourceType.NODEPATCH,
+                                       ResourceType.LEASE})
+
+
+def needs_ack(message: Message) -> bool:
+    """Upstream's rule (ref/protocol.md 4.2): replies to edge queries and some resources are fire-and-forget."""
+    if message.operation == Op.RESPONSE and (message.content == "OK" or message.group != Group.RESOURCE):
+        return False
+    if message.group == Group.USER:
+        return False
+    return not any(marker in message.resource for marker in _NO_ACK_RESOURCES)
+
+
+def _no_content(key: str) -> Resolved | None:
+    # The queue asks for an object whose content it dropped under memory pressure; the informer cache
+    # that can answer arrives with the edgecontroller, until then such keys wait for their next change.
+    log.warning("queued content dropped under memory pressure; waiting for the next change", key=key)
+    return None
+
+
+@dataclass
+class _Session:
+    connection: Connection
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class CloudHubModule:
+    name = CloudModule.CLOUDHUB
+    group = CloudModule.CLOUDHUB
+
+    def __init__(self, config: CloudHubConfig, kube: ApiClient) -> None:
+        self.config = config
+        self.kube = kube
+        self.queues: dict[str, NodeQueue] = {}
+        self.sessions: dict[str, _Session] = {}
+        self._ctx: ModuleContext | None = None
+
+    # -- lifetime -----------------------------------------------------------------------------------
+    async def run(self, ctx: ModuleContext) -> None:
+        self._ctx = ctx
+        hub = self.config
+        pki = await prepare_cloud_pki(self.kube, hub)
+        refresher = TokenRefresher(self.kube, pki.ca, hub.token_refresh_duration)
+        await refresher.start()
+        certs = CertServer.from_config(hub, pki.ca, pki.server, self.kube)
+        server = None
+        try:
+            if hub.https.enable:
+                await certs.start()
+            if hub.websocket.enable:
+                server = await serve_nodes(self._session, hub.websocket.address, hub.websocket.port,
+                                           server_tls_for(pki.ca.cert, pki.server))
+                log.info("websocket server listening", address=f"{hub.websocket.address}:{hub.websocket.port}")
+            await self._route_downstream(ctx)
+        finally:
+            if server is not None:
+                server.close()
+                await server.wait_closed()
+            await certs.stop()
+            await refresher.stop()
+
+    async def _route_downstream(self, ctx: ModuleContext) -> None:
+        while True:
+            message = await ctx.mailbox.get()
+            try:
+                node = node_of(message.resource)
+            except ResourceError as exc:
+                log.warning("message without a node resource dropped", msg_id=message.msg_id, err=exc)
+                continue
+            self.enqueue(node, message)
+
+    def queue_of(self, node: str) -> NodeQueue:
+        queue = self.queues.get(node)
+        if queue is None:
+            queue = self.queues[node] = NodeQueue(resolve=_no_content)
+        return queue
+
+    def enqueue(self, node: str, message: Message) -> None:
+        """Queue a cloud-internal message (`node/<node>/...`) for its node; wakes the node's writer."""
+        wire = message.with_resource(trim_node_prefix(message.resource))
+        rv = message.header.resource_version
+        result = self.queue_of(node).enqueue(wire.resource, wire, rv=int(rv) if rv.isdigit() else None,
+                                             delete=message.operation == Op.DELETE, needs_ack=needs_ack(message))
+        log.v(4).info("queued", node=node, msg_id=message.msg_id, resource=wire.resource, result=result.value)
+        session = self.sessions.get(node)
+        if session is not None:
+            session.wakeup.set()
+
+    # -- one connected node -------------------------------------------------------------------------
+    async def _session(self, connection: Connection) -> None:
+        node = connection.node
+        previous = self.sessions.get(node)
+        if previous is not None:
+            log.info("replacing the older connection of the node", node=node)
+            await previous.connection.close("replaced by a newer connection")
+        if len(self.sessions) >= self.config.node_limit and previous is None:
+            log.warning("node limit reached, connection refused", node=node, limit=self.config.node_limit)
+            await connection.close("cloudcore node limit reached")
+            return
+        session = self.sessions[node] = _Session(connection)
+        keepalive = Keepalive(self.config.keepalive_interval, self.config.keepalive_interval, now=time.monotonic())
+        log.info("node connected", node=node)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._reader(session, keepalive))
+                tasks.create_task(self._writer(session))
+                tasks.create_task(self._watchdog(session, keepalive))
+        except* (websockets.ConnectionClosed, _Disconnect, OSError) as closed:
+            log.info("node disconnected", node=node, reason=_reason(closed))
+        finally:
+            if self.sessions.get(node) is session:
+                del self.sessions[node]
+            self.queue_of(node).disconnected()
+
+    async def _reader(self, session: _Session, keepalive: Keepalive) -> None:
+        node = session.connection.node
+        while True:
+            try:
+                message = await session.connection.recv()
+            except MessageDecodeError as exc:
+                log.warning("malformed message from the edge ignored", node=node, err=exc)
+                continue
+            keepalive.seen(time.monotonic())
+            if message.operation == Op.KEEPALIVE:
+                continue
+            if message.operation == Op.RESPONSE and self.queue_of(node).ack(message.parent_msg_id, time.monotonic()):
+                session.wakeup.set()  # a window slot is free
+                log.v(4).info("acked", node=node, msg_id=message.parent_msg_id)
+                continue
+            await self._upstream(node, message)
+
+    async def _upstream(self, node: str, message: Message) -> None:
+        if message.source in CLOUD_MODULES:
+            log.warning("message claiming a cloud source dropped", node=node, msg_id=message.msg_id)
+            return
+        try:
+            resource = parse_edge_resource(message.resource)
+        except ResourceError as exc:
+            log.warning("message with a bad resource refused", node=node, msg_id=message.msg_id, err=exc)
+            return
+        if resource.type in _NODE_SCOPED_TYPES and resource.name and resource.name != node:
+            log.warning("message for another node's resource refused", node=node, msg_id=message.msg_id,
+                        resource=message.resource)
+            return
+        routed = message.with_resource(add_node_prefix(node, message.resource))
+        target = {"twin": CloudModule.DEVICECONTROLLER, "metaserver": CloudModule.DYNAMICCONTROLLER}.get(
+            message.source, CloudModule.EDGECONTROLLER)
+        assert self._ctx is not None
+        try:
+            await self._ctx.bus.send_to_group(target, routed)
+        except BusError as exc:
+            log.v(2).info("upstream message not delivered", node=node, msg_id=message.msg_id, target=target, err=exc)
+
+    async def _writer(self, session: _Session) -> None:
+        connection, queue = session.connection, self.queue_of(session.connection.node)
+        while True:
+            outgoing = queue.next_message(time.monotonic())
+            if outgoing is None:
+                session.wakeup.clear()
+                deadline = queue.next_deadline()
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(session.wakeup.wait(), timeout)
+                continue
+            async with asyncio.timeout(self.config.write_timeout):
+                await connection.send(outgoing.message)
+            if outgoing.is_resend:
+                log.v(2).info("resent", node=connection.node, msg_id=outgoing.message.msg_id,
+                              attempt=outgoing.attempt)
+
+    async def _watchdog(self, session: _Session, keepalive: Keepalive) -> None:
+        while not keepalive.expired(time.monotonic()):  # noqa: ASYNC110 - the deadline moves with each keepalive
+            await asyncio.sleep(max(0.05, keepalive.expires_at - time.monotonic()))
+        await session.connection.close("keepalive timeout")
+        raise _Disconnect(f"no keepalive for {keepalive.timeout:g}s")
+
+
+class _Disconnect(Exception):
+    """The session ends on our side (keepalive timeout)."""
+
+
+def _reason(group: BaseExceptionGroup[BaseException]) -> str:
+    return "; ".join(f"{type(e).__name__}: {e}" for e in group.exceptions)[:200]

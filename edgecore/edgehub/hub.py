@@ -1,0 +1,143 @@
+"""The EdgeHub module (upstream name `websocket`): the edge end of the cloud-edge channel.
+
+Owns the certificate (bootstrap with the join token on first start), the connection to CloudHub with
+jittered exponential reconnects, the heartbeat (`keepalive` every `heartbeat` seconds), and the routing
+of messages: downstream by group (resource/func -> meta, twin -> twin, user -> bus; a reply with a
+parent id goes back to the module waiting for it), upstream from the bus to the cloud. Connect and
+disconnect are announced inside the edge (`node/connection`, `cloud_connected`/`cloud_disconnected`)
+as upstream does. One task group per connection, so nothing leaks across reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from pathlib import Path
+from typing import Final
+
+import websockets
+
+from common.config.edgecore import EdgeHub as EdgeHubConfig
+from common.constants import (
+    CLOUD_CONNECTED,
+    CLOUD_DISCONNECTED,
+    RESOURCE_CLOUD_CONNECTION,
+    EdgeModule,
+    Group,
+    Op,
+)
+from common.errors import BusError, MessageDecodeError
+from common.log import get_logger
+from common.message import Message
+from common.modules import ModuleContext
+from common.pki import PKIError
+from common.reliable import Keepalive, ReconnectBackoff
+from common.transport import Connection, client_tls, dial
+from edgecore.edgehub.certificate import ensure_edge_certificate
+
+log = get_logger("edgehub")
+
+_DOWNSTREAM_GROUPS: Final = {Group.RESOURCE: Group.META, Group.FUNC: Group.META, Group.TWIN: Group.TWIN,
+                             Group.USER: Group.BUS}
+_CONNECT_ATTEMPT_TIMEOUT: Final = 30.0
+
+
+class EdgeHubModule:
+    name = EdgeModule.EDGEHUB
+    group = Group.HUB
+
+    def __init__(self, config: EdgeHubConfig, node_name: str) -> None:
+        self.config = config
+        self.node = node_name
+        self.backoff = ReconnectBackoff()
+        self.connected = asyncio.Event()
+
+    async def run(self, ctx: ModuleContext) -> None:
+        while True:
+            try:
+                await ensure_edge_certificate(self.config, self.node)
+                break
+            except (PKIError, OSError) as exc:
+                delay = self.backoff.next_delay(time.monotonic(), random.random)
+                log.error("cannot get the edge certificate; retrying", node=self.node, err=exc,
+                          retry_in_s=f"{delay:.1f}")
+                await asyncio.sleep(delay)
+        self.backoff.reset()
+        while True:
+            await self._connect_once(ctx)
+            delay = self.backoff.next_delay(time.monotonic(), random.random)
+            log.info("reconnecting", node=self.node, in_s=f"{delay:.1f}", attempt=self.backoff.attempt)
+            await asyncio.sleep(delay)
+
+    async def _connect_once(self, ctx: ModuleContext) -> None:
+        hub = self.config
+        server = hub.quic.server if hub.quic.enable else hub.websocket.server
+        try:
+            tls = client_tls(Path(hub.tls_ca_file), Path(hub.tls_cert_file), Path(hub.tls_private_key_file))
+            connection = await dial(server, self.node, hub.project_id, tls,
+                                    open_timeout=float(hub.websocket.handshake_timeout) or _CONNECT_ATTEMPT_TIMEOUT)
+        except (OSError, websockets.InvalidHandshake, TimeoutError) as exc:
+            log.warning("cannot connect to cloudcore", node=self.node, server=server, err=exc)
+            return
+        self.backoff.connected(time.monotonic())
+        self.connected.set()
+        log.info("connected to cloudcore", node=self.node, server=server)
+        await self._announce(ctx, CLOUD_CONNECTED)
+        keepalive = Keepalive(float(hub.heartbeat), float(hub.heartbeat) * 2, now=time.monotonic())
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._downstream(ctx, connection))
+                tasks.create_task(self._upstream(ctx, connection))
+                tasks.create_task(self._heartbeat(connection, keepalive))
+        except* (websockets.ConnectionClosed, OSError, TimeoutError) as closed:
+            log.warning("disconnected from cloudcore", node=self.node,
+                        reason="; ".join(str(e) for e in closed.exceptions)[:200])
+        finally:
+            self.connected.clear()
+            await self._announce(ctx, CLOUD_DISCONNECTED)
+
+    async def _announce(self, ctx: ModuleContext, state: str) -> None:
+        event = Message.new(source="edgehub", group=Group.META, operation=Op.CONNECT,
+                            resource=RESOURCE_CLOUD_CONNECTION, content=state)
+        for group in (Group.META, Group.TWIN, Group.EDGED, Group.BUS):
+            with contextlib.suppress(BusError):  # that group has no module in this edgecore
+                await ctx.bus.send_to_group(group, event)
+
+    async def _downstream(self, ctx: ModuleContext, connection: Connection) -> None:
+        while True:
+            try:
+                message = await connection.recv()
+            except MessageDecodeError as exc:
+                log.warning("malformed message from cloudcore ignored", node=self.node, err=exc)
+                continue
+            if message.parent_msg_id and message.group != Group.TWIN and ctx.bus.respond(message):
+                continue
+            group = _DOWNSTREAM_GROUPS.get(message.group)
+            if group is None:
+                log.warning("message for an unknown group dropped", node=self.node, msg_id=message.msg_id,
+                            group=message.group)
+                continue
+            try:
+                await ctx.bus.send_to_group(group, message)
+            except BusError as exc:
+                # Not acknowledged, so the cloud sends it again once the module is there or has room.
+                log.warning("message not delivered inside the edge", node=self.node, msg_id=message.msg_id,
+                            group=group, err=exc)
+
+    async def _upstream(self, ctx: ModuleContext, connection: Connection) -> None:
+        while True:
+            message = await ctx.mailbox.get()
+            async with asyncio.timeout(float(self.config.websocket.write_deadline) or 15.0):
+                await connection.send(message)
+
+    async def _heartbeat(self, connection: Connection, keepalive: Keepalive) -> None:
+        while True:
+            await asyncio.sleep(max(0.0, keepalive.next_ping(time.monotonic()) - time.monotonic()))
+            ping = Message.new(source=EdgeModule.EDGEHUB, group=Group.RESOURCE, operation=Op.KEEPALIVE,
+                               resource="node", content="ping")
+            async with asyncio.timeout(float(self.config.websocket.write_deadline) or 15.0):
+                await connection.send(ping)
+            keepalive.pinged(time.monotonic())
+
