@@ -316,7 +316,8 @@ class NodeQueue:
             else:
                 front.edge_may_know = True
                 self._drop(entry)
-            continue
+            front.where = _Where.PENDING
+            self._pending_by_key[key] = front
             self._pending_by_key.move_to_end(key, last=False)
             if front.message is not None:
                 self._content_age[front] = None
@@ -332,11 +333,13 @@ class NodeQueue:
             return self._with_content(entry)
         del self._unacked_by_key[entry.key]
         self._drop(entry)
-        successor.edge_may_know = True
         return self._with_content(successor)
 
     def _with_content(self, entry: _Entry) -> _Entry | None:
-        """`entry` itself, or for a dirty marker the freshly resolved entry; None if nothing to send."""
+        """`entry` itself, or for a dirty marker the freshly resolved entry; None if nothing to send.
+
+        Callers write the result at once, so it needs no memory of earlier writes of the key.
+        """
         if entry.message is not None:
             return entry
         key = entry.key
@@ -352,7 +355,6 @@ class NodeQueue:
             self._counts.stale += 1
             return None
         fresh = _Entry(key, message, rv, delete, self._size_of(message))
-        fresh.edge_may_know = entry.edge_may_know or entry.writes > 0
         self._hold(fresh)
         return fresh
 

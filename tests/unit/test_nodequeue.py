@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 from hypothesis import settings
@@ -23,8 +24,9 @@ def pod(key: str, rv: int | None, op: str = Op.UPDATE) -> Message:
                        content={"metadata": {"name": key}}, resource_version="" if rv is None else str(rv))
 
 
-def make_queue(resolve: Callable[[str], Resolved | None] | None = None, **options: int) -> NodeQueue:
-    return NodeQueue(resolve=resolve or (lambda key: None), size_of=lambda message: 100, **options)
+def make_queue(resolve: Callable[[str], Resolved | None] | None = None, policy: RetryPolicy | None = None,
+               **options: int) -> NodeQueue:
+    return NodeQueue(resolve=resolve or (lambda key: None), policy=policy, size_of=lambda message: 100, **options)
 
 
 def put(queue: NodeQueue, key: str, rv: int | None, *, delete: bool = False) -> EnqueueResult:
@@ -115,6 +117,21 @@ def test_delete_is_sent_when_the_edge_may_hold_the_object(history: str) -> None:
         ack_all(queue, first)
     (out,) = drain(queue)
     assert (out.message.operation, out.key) == (Op.DELETE, "a")
+
+
+@pytest.mark.parametrize("how", ["replaced_after_disconnect", "took_the_place_of_an_unacked_one"])
+def test_unsent_update_remembers_an_earlier_write_of_the_key(how: str) -> None:
+    queue = make_queue()
+    put(queue, "a", 1)
+    drain(queue)  # the edge may store rv 1 and its ACK may be lost
+    if how == "replaced_after_disconnect":
+        queue.disconnected()
+        assert put(queue, "a", 2) is REPLACED
+    else:
+        put(queue, "a", 2)
+        queue.disconnected()
+    assert put(queue, "a", 3, delete=True) is REPLACED  # not COLLAPSED: the edge may hold the object
+    assert [out.message.operation for out in drain(queue)] == [Op.DELETE]
 
 
 def test_second_delete_of_a_key_is_stale() -> None:
@@ -212,7 +229,7 @@ def test_max_sends_then_backoff_then_retry_with_same_msg_id() -> None:
 
 
 def test_newer_message_goes_instead_of_a_parked_one_after_backoff() -> None:
-    queue = make_queue(policy=RetryPolicy(max_sends=1))  # type: ignore[arg-type]
+    queue = make_queue(policy=RetryPolicy(max_sends=1))
     put(queue, "a", 1)
     (old,) = drain(queue)
     put(queue, "a", 2)
@@ -224,7 +241,7 @@ def test_newer_message_goes_instead_of_a_parked_one_after_backoff() -> None:
 
 
 def test_parked_message_acked_late_still_counts() -> None:
-    queue = make_queue(policy=RetryPolicy(max_sends=1))  # type: ignore[arg-type]
+    queue = make_queue(policy=RetryPolicy(max_sends=1))
     put(queue, "a", 1)
     (out,) = drain(queue)
     queue.next_message(5)
@@ -293,7 +310,7 @@ def test_no_ack_lane_is_sent_once_before_pending_and_dropped_on_disconnect() -> 
 
 
 def test_next_deadline_is_none_when_idle_and_ignores_backoff_without_room() -> None:
-    queue = make_queue(window=1, policy=RetryPolicy(max_sends=1))  # type: ignore[arg-type]
+    queue = make_queue(window=1, policy=RetryPolicy(max_sends=1))
     assert queue.next_deadline() is None
     put(queue, "a", 1)
     drain(queue)
@@ -354,7 +371,7 @@ def test_delete_of_a_dropped_unsent_insert_still_collapses() -> None:
 
 def test_parked_content_is_reclaimed_by_the_bound() -> None:
     cloud = {"a": 1}
-    queue = make_queue(resolve=current(cloud), max_entries=1, policy=RetryPolicy(max_sends=1))  # type: ignore[arg-type]
+    queue = make_queue(resolve=current(cloud), max_entries=1, policy=RetryPolicy(max_sends=1))
     put(queue, "a", 1)
     (first,) = drain(queue)
     assert queue.next_message(5) is None  # parked: content now reclaimable
@@ -403,6 +420,17 @@ def test_partition_heals_with_one_message_per_changed_key() -> None:
 
 
 KEYS = ("a", "b")
+Item = TypeVar("Item")
+
+
+def pass_on(line: deque[Item], fate: str, count: int, arrive: Callable[[Item], None]) -> None:
+    if fate == "deliver":
+        for _ in range(min(count, len(line))):
+            arrive(line.popleft())
+    elif line and fate == "drop":
+        line.popleft()
+    elif line:
+        line.appendleft(line[0])
 
 
 class CloudEdgeModel(RuleBasedStateMachine):
@@ -474,14 +502,10 @@ class CloudEdgeModel(RuleBasedStateMachine):
           count=st.integers(1, 4))
     def transmit(self, uplink: bool, fate: str, count: int) -> None:
         """Deliver `count` messages (or ACKs) in order, or drop or duplicate the head of the line."""
-        line: deque[Message] | deque[str] = self.uplink if uplink else self.downlink
-        if fate == "deliver":
-            for _ in range(min(count, len(line))):
-                self._arrive(line.popleft())
-        elif line and fate == "drop":
-            line.popleft()
-        elif line:
-            line.appendleft(line[0])  # type: ignore[arg-type]
+        if uplink:
+            pass_on(self.uplink, fate, count, self._ack)
+        else:
+            pass_on(self.downlink, fate, count, self._apply_at_edge)
 
     @rule(seconds=st.sampled_from([0.5, 1.0, 4.9, 5.0, 30.0, 61.0]))
     def advance(self, seconds: float) -> None:
@@ -504,12 +528,6 @@ class CloudEdgeModel(RuleBasedStateMachine):
         for key, (rv, exists) in self.cloud.items():
             if exists or key in self.object_sync:
                 self._offer(key, rv, exists)
-
-    def _arrive(self, item: Message | str) -> None:
-        if isinstance(item, Message):
-            self._apply_at_edge(item)
-        else:
-            self._ack(item)
 
     def _apply_at_edge(self, message: Message) -> None:
         key, rv = message.resource, int(message.header.resource_version)
