@@ -43,6 +43,7 @@ def test_quickstart_up_up_down_down_leaves_nothing_behind(state_dir: Path, run_i
             assert f"{name}: running pid" in first, first
         assert f"export KUBECONFIG={base}/etc/admin.kubeconfig" in first
         assert "kube-node-lease" in first  # kubectl get namespaces through the admin kubeconfig
+        assert "objectsyncs.reliablesyncs.kubeedge.io created" in first
         assert "docker.io/local/busybox:1.0" in first and "docker.io/local/pause:1.0" in first
         pids = {name: PidRecord.read(path) for name, path in pidfiles.items()}
         assert all(record is not None for record in pids.values())
