@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -25,6 +26,7 @@ import websockets
 from kubernetes_asyncio.client import ApiClient
 
 from cloudcore.cloudhub.certserver import CertServer
+from cloudcore.cloudhub.objectsync import ObjectSyncStore
 from cloudcore.cloudhub.secrets import TokenRefresher, prepare_cloud_pki
 from common.config.cloudcore import CloudHub as CloudHubConfig
 from common.constants import CLOUD_MODULES, CloudModule, Group, Op, ResourceType
@@ -59,10 +61,14 @@ def _no_content(key: str) -> Resolved | None:
     return None
 
 
+_SENT_MEMORY: Final = 1024  # per node: written messages kept until ACKed, to record their ObjectSync
+
+
 @dataclass
 class _Session:
     connection: Connection
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    sent_by_msg_id: OrderedDict[str, Message] = field(default_factory=OrderedDict)
 
 
 class CloudHubModule:
@@ -74,6 +80,7 @@ class CloudHubModule:
         self.kube = kube
         self.queues: dict[str, NodeQueue] = {}
         self.sessions: dict[str, _Session] = {}
+        self.syncs = ObjectSyncStore(kube)
         self._ctx: ModuleContext | None = None
 
     # -- lifetime -----------------------------------------------------------------------------------
@@ -92,7 +99,9 @@ class CloudHubModule:
                 server = await serve_nodes(self._session, hub.websocket.address, hub.websocket.port,
                                            server_tls_for(pki.ca.cert, pki.server))
                 log.info("websocket server listening", address=f"{hub.websocket.address}:{hub.websocket.port}")
-            await self._route_downstream(ctx)
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.syncs.run())
+                tasks.create_task(self._route_downstream(ctx))
         finally:
             if server is not None:
                 server.close()
@@ -108,7 +117,18 @@ class CloudHubModule:
             except ResourceError as exc:
                 log.warning("message without a node resource dropped", msg_id=message.msg_id, err=exc)
                 continue
+            await self.load_queue(node)
             self.enqueue(node, message)
+
+    async def load_queue(self, node: str) -> NodeQueue:
+        """The node's queue; made on first use with the RVs the node acked before (ObjectSync)."""
+        queue = self.queues.get(node)
+        if queue is None:
+            acked = await self.syncs.load(node)
+            queue = self.queues.setdefault(node, NodeQueue(resolve=_no_content))
+            queue.load_acked(acked)
+            log.v(2).info("node queue ready", node=node, acked_objects=len(acked))
+        return queue
 
     def queue_of(self, node: str) -> NodeQueue:
         queue = self.queues.get(node)
@@ -138,6 +158,7 @@ class CloudHubModule:
             log.warning("node limit reached, connection refused", node=node, limit=self.config.node_limit)
             await connection.close("cloudcore node limit reached")
             return
+        await self.load_queue(node)
         session = self.sessions[node] = _Session(connection)
         keepalive = Keepalive(self.config.keepalive_interval, self.config.keepalive_interval, now=time.monotonic())
         log.info("node connected", node=node)
@@ -164,8 +185,14 @@ class CloudHubModule:
             keepalive.seen(time.monotonic())
             if message.operation == Op.KEEPALIVE:
                 continue
-            if message.operation == Op.RESPONSE and self.queue_of(node).ack(message.parent_msg_id, time.monotonic()):
+            acked = None
+            if message.operation == Op.RESPONSE:
+                acked = self.queue_of(node).ack(message.parent_msg_id, time.monotonic())
+            if acked is not None:
                 session.wakeup.set()  # a window slot is free
+                sent = session.sent_by_msg_id.pop(message.parent_msg_id, None)
+                if sent is not None:
+                    self.syncs.record(node, sent, acked.rv, acked.delete)
                 log.v(4).info("acked", node=node, msg_id=message.parent_msg_id)
                 continue
             await self._upstream(node, message)
@@ -205,6 +232,9 @@ class CloudHubModule:
                 continue
             async with asyncio.timeout(self.config.write_timeout):
                 await connection.send(outgoing.message)
+            session.sent_by_msg_id[outgoing.message.msg_id] = outgoing.message
+            while len(session.sent_by_msg_id) > _SENT_MEMORY:
+                session.sent_by_msg_id.popitem(last=False)
             if outgoing.is_resend:
                 log.v(2).info("resent", node=connection.node, msg_id=outgoing.message.msg_id,
                               attempt=outgoing.attempt)

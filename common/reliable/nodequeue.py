@@ -2,8 +2,9 @@
 
 Owns what is pending, in flight, parked and acknowledged for a node, and decides what to write next.
 It never does I/O, reads a clock, sleeps or touches ObjectSync: the asyncio shell writes each
-`Outgoing`, feeds back ACKs and connection loss, persists each `Acked` (RV update, or ObjectSync
-delete after a delete), and sleeps until `next_deadline()` or until it enqueues or gets an ACK.
+`Outgoing` (calling `next_message` until it returns None), feeds back ACKs and connection loss,
+persists each `Acked` (RV update, or ObjectSync delete after a delete), and then sleeps until
+`next_deadline()` or until it enqueues or gets an ACK.
 Methods take `now` (seconds on a monotonic clock that never goes backwards).
 
 Rules (upstream facts in ref/protocol.md section 4; where we differ, it says so):
@@ -14,14 +15,14 @@ Rules (upstream facts in ref/protocol.md section 4; where we differ, it says so)
   work queue. Every enqueued message must carry its own msg_id.
 - STALE: a message whose RV is not newer than every RV the key has pending, in flight or acked is
   dropped. A delete skips the RV check (its RV may equal the object's last one) but is STALE when a
-  delete for the key is already pending or in flight: the edge hears of it once.
+  delete for the key is already queued or unacknowledged: the edge hears of it once.
 - COLLAPSED: a delete for a key the edge never acknowledged, whose only entry is an insert that was
   never written, drops both. Any earlier write of the key (even unacknowledged) rules this out.
 - One message per key in flight, so the edge sees each key's messages in RV order; a message
   enqueued meanwhile waits behind it and replaces any other waiting one. At most `window` (128)
-  messages are in flight for the node: with 1 KiB objects that is 128 KiB unacknowledged, which
-  bounds both the edge's backlog and the re-send burst after a timeout, yet keeps a 10 ms ACK round
-  trip above 10,000 messages/s.
+  messages are in flight for the node (the no-ACK lane aside): with 1 KiB objects that is 128 KiB
+  unacknowledged, which bounds both the edge's backlog and the re-send burst after a timeout, yet
+  keeps a 10 ms ACK round trip above 10,000 messages/s.
 - ACK timeout, re-sends of the same msg_id and back-off come from `RetryPolicy` (5 s, 5 sends). After
   a back-off the same msg_id is sent again, unless a newer message for the key arrived meanwhile:
   then that one goes instead. Back-offs survive reconnects, so a message the edge keeps rejecting
@@ -128,10 +129,10 @@ class _Where(enum.Enum):
 class _Entry(Tracked):
     __slots__ = ("delete", "edge_may_know", "key", "message", "rv", "size", "where", "writes")
 
-    def __init__(self, key: str, message: Message | None, rv: int | None, delete: bool, size: int) -> None:
-        super().__init__(message.msg_id if message is not None else "")
+    def __init__(self, key: str, message: Message, rv: int | None, delete: bool, size: int) -> None:
+        super().__init__(message.msg_id)
         self.key = key
-        self.message = message  # None: content dropped by the bound, resolve at send time
+        self.message: Message | None = message  # None: content dropped by the bound, resolve at send time
         self.rv = rv
         self.delete = delete
         self.size = size
