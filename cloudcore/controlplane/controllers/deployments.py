@@ -38,9 +38,9 @@ import orjson
 
 from cloudcore.controlplane.api.errors import APIError
 from cloudcore.controlplane.api.objects import ObjectAPI
-from cloudcore.controlplane.api.selectors import LabelSelector, SelectorError, label_selector_from_object
+from cloudcore.controlplane.api.selectors import LabelSelector
 from cloudcore.controlplane.controllers import kit
-from cloudcore.controlplane.controllers.kit import Controller, Informers, Snapshot
+from cloudcore.controlplane.controllers.kit import Controller, Informers, SelectorCache, Snapshot
 from cloudcore.controlplane.store.types import Key, StoredObject
 
 DEPLOY_GR: Final = "deployments.apps"
@@ -227,7 +227,7 @@ class DeploymentController(Controller):
         self.pods = self.watch("pods", self._pod_changed)
         self.pods.add_index("controller", kit.controller_uid_index)
         self.summaries = kit.pod_summaries(self.pods)
-        self._selectors: dict[Key, tuple[int, LabelSelector]] = {}
+        self._selectors = SelectorCache()
 
     # -- events --
     def _owner_key(self, snapshot: Snapshot) -> Key | None:
@@ -265,21 +265,13 @@ class DeploymentController(Controller):
         return (owner,) if owner is not None else ()
 
     def _selector(self, stored: StoredObject) -> LabelSelector | None:
-        cached = self._selectors.get(stored.key)
-        if cached is not None and cached[0] == stored.rv:
-            return cached[1]
-        try:
-            selector = label_selector_from_object((stored.decode().get("spec") or {}).get("selector"))
-        except SelectorError:
-            return None
-        self._selectors[stored.key] = (stored.rv, selector)
-        return selector
+        return self._selectors.get(stored)
 
     # -- reconcile --
     async def reconcile(self, key: Key) -> float | None:
         stored = self.deployments.get(key)
         if stored is None:
-            self._selectors.pop(key, None)
+            self._selectors.forget(key)
             return None
         deployment = stored.decode()
         selector = self._selector(stored)

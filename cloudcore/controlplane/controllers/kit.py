@@ -41,6 +41,7 @@ from typing import Any, Final, Generic, TypeVar
 from cloudcore.controlplane.api.errors import APIError
 from cloudcore.controlplane.api.objects import DeleteOptions, ObjectAPI, WriteOptions
 from cloudcore.controlplane.api.resources import ResourceInfo
+from cloudcore.controlplane.api.selectors import LabelSelector, SelectorError, label_selector_from_object
 from cloudcore.controlplane.store.store import Store
 from cloudcore.controlplane.store.types import (
     EventType,
@@ -889,3 +890,25 @@ def set_condition(conditions: list[dict[str, Any]], kind: str, status: str, reas
         added["lastUpdateTime"] = now
     conditions.append(added)
     return True
+
+
+class SelectorCache:
+    """Each object's parsed `spec.selector` (metav1.LabelSelector), parsed once per revision."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[Key, tuple[int, LabelSelector]] = {}
+
+    def get(self, stored: StoredObject) -> LabelSelector | None:
+        """The selector of `stored`, or None when it does not parse."""
+        cached = self._by_key.get(stored.key)
+        if cached is not None and cached[0] == stored.rv:
+            return cached[1]
+        try:
+            selector = label_selector_from_object((stored.decode().get("spec") or {}).get("selector"))
+        except SelectorError:
+            return None
+        self._by_key[stored.key] = (stored.rv, selector)
+        return selector
+
+    def forget(self, key: Key) -> None:
+        self._by_key.pop(key, None)

@@ -24,9 +24,9 @@ from typing import Any, Final
 
 from cloudcore.controlplane.api.errors import APIError
 from cloudcore.controlplane.api.objects import ObjectAPI
-from cloudcore.controlplane.api.selectors import LabelSelector, SelectorError, label_selector_from_object
+from cloudcore.controlplane.api.selectors import LabelSelector
 from cloudcore.controlplane.controllers import kit
-from cloudcore.controlplane.controllers.kit import Controller, Informers, PodSummary, Snapshot
+from cloudcore.controlplane.controllers.kit import Controller, Informers, PodSummary, SelectorCache, Snapshot
 from cloudcore.controlplane.store.types import Key, StoredObject
 
 RS_GR: Final = "replicasets.apps"
@@ -79,7 +79,7 @@ class ReplicaSetController(Controller):
         self.pods.add_index("controller", kit.controller_uid_index)
         self.pods.add_index("orphans", kit.orphan_namespace_index)
         self.summaries = kit.pod_summaries(self.pods)
-        self._selectors: dict[Key, tuple[int, LabelSelector]] = {}
+        self._selectors = SelectorCache()
 
     # -- events --
     def _pod_changed(self, old: Snapshot | None, new: Snapshot | None) -> Iterable[Key]:
@@ -108,21 +108,13 @@ class ReplicaSetController(Controller):
         return found
 
     def _selector(self, stored: StoredObject) -> LabelSelector | None:
-        cached = self._selectors.get(stored.key)
-        if cached is not None and cached[0] == stored.rv:
-            return cached[1]
-        try:
-            selector = label_selector_from_object((stored.decode().get("spec") or {}).get("selector"))
-        except SelectorError:
-            return None
-        self._selectors[stored.key] = (stored.rv, selector)
-        return selector
+        return self._selectors.get(stored)
 
     # -- reconcile --
     async def reconcile(self, key: Key) -> float | None:
         stored = self.replicasets.get(key)
         if stored is None:
-            self._selectors.pop(key, None)
+            self._selectors.forget(key)
             return None
         selector = self._selector(stored)
         if selector is None:
