@@ -32,10 +32,10 @@ from common.errors import BusError, MessageDecodeError
 from common.log import get_logger
 from common.message import Message
 from common.modules import ModuleContext
-from common.pki import PKIError
+from common.pki import KeyPair, PKIError
 from common.reliable import Keepalive, ReconnectBackoff
 from common.transport import Connection, client_tls, dial
-from edgecore.edgehub.certificate import ensure_edge_certificate
+from edgecore.edgehub.certificate import ensure_edge_certificate, run_rotation
 
 log = get_logger("edgehub")
 
@@ -53,6 +53,7 @@ class EdgeHubModule:
         self.node = node_name
         self.backoff = ReconnectBackoff()
         self.connected = asyncio.Event()
+        self._connection: Connection | None = None
 
     async def run(self, ctx: ModuleContext) -> None:
         while True:
@@ -65,11 +66,23 @@ class EdgeHubModule:
                           retry_in_s=f"{delay:.1f}")
                 await asyncio.sleep(delay)
         self.backoff.reset()
+        async with asyncio.TaskGroup() as tasks:
+            if self.config.rotate_certificates:
+                tasks.create_task(run_rotation(self.config, self.node, on_rotated=self._rotated))
+            tasks.create_task(self._stay_connected(ctx))
+
+    async def _stay_connected(self, ctx: ModuleContext) -> None:
         while True:
             await self._connect_once(ctx)
             delay = self.backoff.next_delay(time.monotonic(), random.random)
             log.info("reconnecting", node=self.node, in_s=f"{delay:.1f}", attempt=self.backoff.attempt)
             await asyncio.sleep(delay)
+
+    async def _rotated(self, _pair: KeyPair) -> None:
+        """A new certificate is on disk: reconnect so that the cloud sees it."""
+        if self._connection is not None:
+            log.info("reconnecting with the rotated certificate", node=self.node)
+            await self._connection.close("certificate rotated")
 
     async def _connect_once(self, ctx: ModuleContext) -> None:
         hub = self.config
@@ -82,6 +95,7 @@ class EdgeHubModule:
             log.warning("cannot connect to cloudcore", node=self.node, server=server, err=exc)
             return
         self.backoff.connected(time.monotonic())
+        self._connection = connection
         self.connected.set()
         log.info("connected to cloudcore", node=self.node, server=server)
         await self._announce(ctx, CLOUD_CONNECTED)
@@ -95,6 +109,7 @@ class EdgeHubModule:
             log.warning("disconnected from cloudcore", node=self.node,
                         reason="; ".join(str(e) for e in closed.exceptions)[:200])
         finally:
+            self._connection = None
             self.connected.clear()
             await self._announce(ctx, CLOUD_DISCONNECTED)
 
