@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import queue
 import subprocess
 import textwrap
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -79,27 +82,43 @@ def test_apply_get_label_selector_and_patches(controlplane: ControlPlaneProcess,
     assert data == {"color": "red", "shape": "round", "n": "1"}
 
 
-def test_get_watch_sees_add_modify_delete(controlplane: ControlPlaneProcess, ns: str) -> None:
+def watched_events(controlplane: ControlPlaneProcess, ns: str, name: str, count: int, extra: list[str],
+                   actions: Callable[[], None]) -> list[str]:
+    """Run `kubectl get cm -w --output-watch-events` while `actions` runs; the event types seen for `name`."""
     watch = subprocess.Popen(["kubectl", "--kubeconfig", str(controlplane.kubeconfig), "get", "cm", "-n", ns, "-w",
-                              "--output-watch-events", "-o", "custom-columns=EVENT:.type,NAME:.object.metadata.name"
-                              ], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              *extra, "--output-watch-events", "-o",
+                              "custom-columns=EVENT:.type,NAME:.object.metadata.name"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    assert watch.stdout is not None
+    def read() -> None:
+        for line in watch.stdout or ():
+            lines.put(line.strip())
+
+    threading.Thread(target=read, daemon=True).start()
     try:
         time.sleep(1.0)  # let kubectl list and start watching
-        controlplane.kubectl("create", "configmap", "w1", "-n", ns, "--from-literal=a=1")
-        controlplane.kubectl("patch", "cm", "w1", "-n", ns, "--type", "merge", "-p", '{"data":{"a":"2"}}')
-        controlplane.kubectl("delete", "cm", "w1", "-n", ns)
-        lines: list[str] = []
-        assert watch.stdout is not None
+        actions()
+        events: list[str] = []
         deadline = time.monotonic() + 20
-        while len([line for line in lines if "w1" in line]) < 3 and time.monotonic() < deadline:
-            line = watch.stdout.readline()
-            if line:
-                lines.append(line.strip())
+        while len(events) < count and time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                line = lines.get(timeout=0.5)
+                if name in line.split():
+                    events.append(line.split()[0])
     finally:
         watch.terminate()
         watch.wait(timeout=5)
-    events = [line.split()[0] for line in lines if "w1" in line]
-    assert events == ["ADDED", "MODIFIED", "DELETED"], lines
+    return events
+
+
+def test_get_watch_sees_add_modify_delete(controlplane: ControlPlaneProcess, ns: str) -> None:
+    def actions() -> None:
+        controlplane.kubectl("create", "configmap", "w1", "-n", ns, "--from-literal=a=1")
+        controlplane.kubectl("patch", "cm", "w1", "-n", ns, "--type", "merge", "-p", '{"data":{"a":"2"}}')
+        controlplane.kubectl("delete", "cm", "w1", "-n", ns)
+
+    assert watched_events(controlplane, ns, "w1", 3, [], actions) == ["ADDED", "MODIFIED", "DELETED"]
 
 
 def test_delete_prints_and_object_is_gone(controlplane: ControlPlaneProcess, ns: str) -> None:
@@ -189,25 +208,12 @@ def test_crd_then_custom_objects(controlplane: ControlPlaneProcess, ns: str) -> 
 def test_label_selector_watch_sees_objects_enter_and_leave(controlplane: ControlPlaneProcess, ns: str) -> None:
     """Relabelling moves an object into and out of a selected watch: ADDED, then DELETED."""
     controlplane.kubectl("create", "configmap", "mover", "-n", ns)
-    watch = subprocess.Popen(["kubectl", "--kubeconfig", str(controlplane.kubeconfig), "get", "cm", "-n", ns, "-w",
-                              "-l", "team=blue", "--output-watch-events", "-o",
-                              "custom-columns=EVENT:.type,NAME:.object.metadata.name"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(1.0)
+
+    def actions() -> None:
         controlplane.kubectl("label", "cm", "mover", "-n", ns, "team=blue")
         controlplane.kubectl("label", "cm", "mover", "-n", ns, "team=red", "--overwrite")
-        lines: list[str] = []
-        assert watch.stdout is not None
-        deadline = time.monotonic() + 20
-        while len([line for line in lines if "mover" in line]) < 2 and time.monotonic() < deadline:
-            line = watch.stdout.readline()
-            if line:
-                lines.append(line.strip())
-    finally:
-        watch.terminate()
-        watch.wait(timeout=5)
-    assert [line.split()[0] for line in lines if "mover" in line] == ["ADDED", "DELETED"], lines
+
+    assert watched_events(controlplane, ns, "mover", 2, ["-l", "team=blue"], actions) == ["ADDED", "DELETED"]
 
 
 def test_upstream_reliablesyncs_crds_install_and_serve(controlplane: ControlPlaneProcess, ns: str) -> None:
