@@ -11,7 +11,6 @@ credentials, mode 0600.
 from __future__ import annotations
 
 import base64
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,13 +93,3 @@ def kubeconfig(server: str, pki: ControlPlanePKI, user: KeyPair | None = None, u
         "contexts": [{"name": "kubeedge", "context": {"cluster": "kubeedge", "user": user_name}}],
         "current-context": "kubeedge",
     }, sort_keys=False)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file holding credentials: created 0600, replaced atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)

@@ -29,6 +29,7 @@ from cloudcore.controlplane.api.resources import Registry
 from cloudcore.controlplane.controllers import crds, manager
 from cloudcore.controlplane.store.store import Store
 from common import daemon, log
+from common.pki import write_atomic
 from common.version import describe
 
 logger = log.get_logger("controlplane")
@@ -75,7 +76,7 @@ async def run(options: ControlPlaneOptions, stop: asyncio.Event) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     material = await asyncio.to_thread(cp_pki.ensure_pki, data_dir, options.bind_address, list(options.tls_sans))
     server_url = f"https://{options.client_address}"
-    cp_pki.write_private(data_dir / "admin.kubeconfig", cp_pki.kubeconfig(server_url, material))
+    write_atomic(data_dir / "admin.kubeconfig", cp_pki.kubeconfig(server_url, material).encode(), 0o600)
     kubelets = KubeletProxy(*material.kubelet_client_files)
     registry = Registry()
     store = await Store.open(data_dir / "state.db", synchronous=options.synchronous,

@@ -33,6 +33,7 @@ from .certs import (
     node_name_from_cert,
     sign_csr,
     verify_chain,
+    write_atomic,
     write_cert,
     write_key,
 )
@@ -102,6 +103,7 @@ __all__ = [
     "verify_chain",
     "verify_jwt",
     "verify_token",
+    "write_atomic",
     "write_cert",
     "write_key",
 ]

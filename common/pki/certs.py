@@ -396,12 +396,12 @@ def write_key(path: str | os.PathLike[str], key: PrivateKey) -> None:
     mode = 0o600
     with contextlib.suppress(FileNotFoundError):
         mode &= stat.S_IMODE(target.stat().st_mode)
-    _write_atomic(target, key_to_pem(key), mode)
+    write_atomic(target, key_to_pem(key), mode)
 
 
 def write_cert(path: str | os.PathLike[str], cert: x509.Certificate) -> None:
     """Atomically write `cert` as PEM with mode 0644."""
-    _write_atomic(Path(path), cert_to_pem(cert), 0o644)
+    write_atomic(path, cert_to_pem(cert), 0o644)
 
 
 def as_utc(now: datetime | None) -> datetime:
@@ -570,7 +570,10 @@ def _make_dirs(directory: Path) -> None:
         directory.mkdir(mode=0o755)
 
 
-def _write_atomic(target: Path, data: bytes, mode: int) -> None:
+def write_atomic(target: str | os.PathLike[str], data: bytes, mode: int) -> None:
+    """Replace `target` with `data` atomically (temp file in the same directory, fsync, rename) with exactly
+    `mode`; the content is never readable with a wider mode, even briefly. Parent directories are made 0755."""
+    target = Path(target)
     _make_dirs(target.parent)
     temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import os
 import random
-import secrets
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
@@ -51,6 +50,7 @@ from common.pki import (
     node_name_from_cert,
     parse_token,
     verify_chain,
+    write_atomic,
     write_cert,
     write_key,
 )
@@ -239,7 +239,7 @@ def clear_config_token(config_path: str | os.PathLike[str]) -> bool:
         return False
     for start, end in reversed(spans):
         text = text[:start] + '""' + _line_breaks_after(text[start:end]) + text[end:]
-    _write_atomic(path, text.encode("utf-8"), CONFIG_FILE_MODE)
+    write_atomic(path, text.encode("utf-8"), CONFIG_FILE_MODE)
     log.info("cleared edgeHub.token in the config file", path=str(path))
     return True
 
@@ -353,20 +353,4 @@ def _line_breaks_after(scalar_text: str) -> str:
     tail = scalar_text[content_end:]
     breaks = [index for index, char in enumerate(tail) if char in "\r\n"]
     return tail[breaks[0]:] if breaks else ""
-
-
-def _write_atomic(target: Path, data: bytes, mode: int) -> None:
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-        raise
 
