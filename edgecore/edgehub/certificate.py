@@ -20,7 +20,6 @@ other byte of the file. Tokens are never logged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import ssl
@@ -178,47 +177,6 @@ async def run_rotation(
                 await on_rotated(pair)
             except Exception:
                 log.exception("handling the rotated edge certificate failed", node=node_name)
-
-
-class CertificateRotator:
-    """Owns the `run_rotation` task: `start()` creates it, `stop()` cancels it and waits for it."""
-
-    def __init__(
-        self,
-        edge_hub: EdgeHub,
-        node_name: str,
-        *,
-        on_rotated: Callable[[KeyPair], Awaitable[None]] | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        clock: Callable[[], datetime] = lambda: as_utc(None),
-        rand: Callable[[], float] = random.random,
-        timeout: float = REQUEST_TIMEOUT,
-    ) -> None:
-        self._edge_hub = edge_hub
-        self._node_name = node_name
-        self._on_rotated = on_rotated
-        self._sleep = sleep
-        self._clock = clock
-        self._rand = rand
-        self._timeout = timeout
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is not None:
-            raise RuntimeError("certificate rotation already started")
-        self._task = asyncio.create_task(
-            run_rotation(self._edge_hub, self._node_name, on_rotated=self._on_rotated, sleep=self._sleep,
-                         clock=self._clock, rand=self._rand, timeout=self._timeout),
-            name="edgehub-cert-rotation",
-        )
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def clear_config_token(config_path: str | os.PathLike[str]) -> bool:

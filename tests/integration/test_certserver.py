@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import logging
@@ -61,13 +62,13 @@ from common.pki import (
 )
 from edgecore.edgehub.certificate import (
     NO_TOKEN,
-    CertificateRotator,
     EdgeCertificateError,
     backoff_delays,
     clear_config_token,
     ensure_edge_certificate,
     rotate,
     rotation_deadline,
+    run_rotation,
 )
 from tests.fixtures.controlplane import ControlPlaneProcess
 from tests.fixtures.mosquitto import free_port
@@ -434,14 +435,15 @@ async def test_run_rotation_sleeps_until_the_deadline_then_rotates(cloud: Cloud,
     async def on_rotated(pair: KeyPair) -> None:
         rotated.put_nowait(pair)
 
-    rotator = CertificateRotator(cloud.edge_hub(tmp_path, token=""), "edge-loop", on_rotated=on_rotated,
-                                 sleep=fake_sleep, clock=lambda: now, rand=lambda: 0.5)
-    rotator.start()
+    rotator = asyncio.create_task(run_rotation(cloud.edge_hub(tmp_path, token=""), "edge-loop", on_rotated=on_rotated,
+                                               sleep=fake_sleep, clock=lambda: now, rand=lambda: 0.5))
     try:
         pair = await asyncio.wait_for(rotated.get(), TIMEOUT)
         await asyncio.wait_for(rescheduled.wait(), TIMEOUT)
     finally:
-        await asyncio.wait_for(rotator.stop(), TIMEOUT)
+        rotator.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(rotator, TIMEOUT)
     lifetime = first.cert.not_valid_after_utc - first.cert.not_valid_before_utc
     assert sleeps[0] == pytest.approx((lifetime * 0.8 - timedelta(days=1)).total_seconds())
     assert pair.cert.serial_number != first.cert.serial_number
@@ -461,13 +463,14 @@ async def test_run_rotation_backs_off_when_the_cloud_is_down(cloud: Cloud, tmp_p
             enough.set()
             await asyncio.Event().wait()
 
-    rotator = CertificateRotator(down, "edge-down", sleep=fake_sleep, rand=lambda: 0.0,
-                                 clock=lambda: datetime.now(UTC) + timedelta(days=365))
-    rotator.start()
+    rotator = asyncio.create_task(run_rotation(down, "edge-down", sleep=fake_sleep, rand=lambda: 0.0,
+                                               clock=lambda: datetime.now(UTC) + timedelta(days=365)))
     try:
         await asyncio.wait_for(enough.wait(), TIMEOUT)
     finally:
-        await asyncio.wait_for(rotator.stop(), TIMEOUT)
+        rotator.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(rotator, TIMEOUT)
     assert sleeps == [2, 4, 8, 16, 32, 32, 32, 32]
 
 
