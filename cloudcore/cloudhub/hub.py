@@ -131,13 +131,12 @@ class CloudHubModule:
         return queue
 
     def queue_of(self, node: str) -> NodeQueue:
-        queue = self.queues.get(node)
-        if queue is None:
-            queue = self.queues[node] = NodeQueue(resolve=_no_content)
-        return queue
+        """The node's queue, made by `load_queue` (so it always starts from the node's acked RVs)."""
+        return self.queues[node]
 
     def enqueue(self, node: str, message: Message) -> None:
-        """Queue a cloud-internal message (`node/<node>/...`) for its node; wakes the node's writer."""
+        """Queue a cloud-internal message (`node/<node>/...`) for its node, after `load_queue`; wakes the
+        node's writer."""
         wire = message.with_resource(trim_node_prefix(message.resource))
         rv = message.header.resource_version
         result = self.queue_of(node).enqueue(wire.resource, wire, rv=int(rv) if rv.isdigit() else None,
