@@ -99,6 +99,13 @@ class Mailbox:
         _wake_first(self._putters)
         return message
 
+    def take_ready(self, limit: int) -> list[Message]:
+        """Up to `limit` messages already queued, without waiting (to batch work such as one commit)."""
+        taken = [self._items.popleft() for _ in range(min(limit, len(self._items)))]
+        for _ in taken:
+            _wake_first(self._putters)
+        return taken
+
     def close(self) -> None:
         self._closed = True
         for waiter in (*self._getters, *self._putters):

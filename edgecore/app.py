@@ -1,6 +1,8 @@
 """edgecore wiring: config in, the edge database opened, modules on one bus, run until stopped.
 
-Modules join the list below as they are built (metamanager, edged, eventbus, devicetwin).
+Modules join the list below as they are built (edged, eventbus, devicetwin). The edge database is
+one SQLite file (`database.dataSource`); MetaManager's `meta` table and EdgeHub's `outbox` each use
+their own connection to it (WAL), so their transactions never interleave.
 """
 
 from __future__ import annotations
@@ -16,29 +18,43 @@ from common.config import EdgeCoreConfig
 from common.log import get_logger
 from common.modules import Module, run_modules
 from edgecore.edgehub.hub import EdgeHubModule
+from edgecore.edgehub.outbox_store import PersistentOutbox
+from edgecore.metamanager.module import MetaManagerModule
+from edgecore.metamanager.store import MetaStore
 
 log = get_logger("edgecore")
 
 
-async def check_database(data_source: str) -> None:
-    """Open (and create) the edge database as upstream does at start; fail early if it cannot."""
-    path = Path(data_source)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    async with aiosqlite.connect(path) as db:
-        await db.execute("PRAGMA journal_mode=WAL")
-    log.v(2).info("edge database ready", path=data_source)
+async def open_database(path: Path) -> tuple[MetaStore, PersistentOutbox] | None:
+    """The stores on the edge database, or None (logged) when it cannot be opened."""
+    store = None
+    try:
+        store = await MetaStore.open(path)
+        return store, await PersistentOutbox.open(path)
+    except (OSError, aiosqlite.Error) as exc:
+        log.error("cannot open the edge database", path=str(path), err=exc)
+        if store is not None:
+            await store.close()
+        return None
 
 
 async def run(config: EdgeCoreConfig, stop: asyncio.Event) -> int:
-    try:
-        await check_database(config.database.data_source)
-    except (OSError, aiosqlite.Error) as exc:
-        log.error("cannot open the edge database", path=config.database.data_source, err=exc)
+    opened = await open_database(Path(config.database.data_source))
+    if opened is None:
         return 1
+    store, outbox = opened
     node = config.modules.edged.hostname_override
-    modules: list[Module] = []
-    if config.modules.edge_hub.enable:
-        modules.append(EdgeHubModule(config.modules.edge_hub, node))
-    daemon.sd_notify("READY=1")
-    log.info("edgecore started", node=node, modules=",".join(m.name for m in modules))
-    return await run_modules(ModuleBus(), modules, stop)
+    try:
+        log.v(2).info("edge database ready", path=config.database.data_source, objects=len(store),
+                      outbox=outbox.stats.pending)
+        modules: list[Module] = []
+        if config.modules.meta_manager.enable:
+            modules.append(MetaManagerModule(config.modules.meta_manager, store))
+        if config.modules.edge_hub.enable:
+            modules.append(EdgeHubModule(config.modules.edge_hub, node, outbox))
+        daemon.sd_notify("READY=1")
+        log.info("edgecore started", node=node, modules=",".join(m.name for m in modules))
+        return await run_modules(ModuleBus(), modules, stop)
+    finally:
+        await outbox.close()
+        await store.close()

@@ -92,6 +92,7 @@ class Outbox:
         self._unacked_by_key: dict[str, _Letter] = {}
         self._unacked_by_msg_id: dict[str, _Letter] = {}
         self._sent = self._resent = self._replaced = self._acked = self._dropped = 0
+        self._dropped_keys: list[str] = []
 
     def put(self, key: str, message: Message) -> EnqueueResult:
         """Queue `message` as the newest for `key` (QUEUED or REPLACED)."""
@@ -145,6 +146,16 @@ class Outbox:
             front.where = _Where.PENDING
             self._pending_by_key[key] = front
             self._pending_by_key.move_to_end(key, last=False)
+
+    def row_of(self, key: str) -> OutboxRow | None:
+        """What the persistence shell should hold for `key` now (its newest message), None if nothing."""
+        letter = self._waiting_by_key.get(key) or self._unacked_by_key.get(key) or self._pending_by_key.get(key)
+        return None if letter is None else OutboxRow(letter.key, letter.msg_id, encode(letter.message), letter.writes)
+
+    def take_dropped(self) -> list[str]:
+        """Keys dropped by the bound since the last call (the shell re-reads their rows with `row_of`)."""
+        dropped, self._dropped_keys = self._dropped_keys, []
+        return dropped
 
     def to_rows(self) -> list[OutboxRow]:
         """One row per key (its newest message), in the order they should go out after a restart."""
@@ -207,6 +218,7 @@ class Outbox:
             return
         self._forget(oldest)
         self._dropped += 1
+        self._dropped_keys.append(oldest.key)
 
     def _has_room(self) -> bool:
         return len(self._schedule.in_flight_by_msg_id) < self.window

@@ -6,6 +6,12 @@ of messages: downstream by group (resource/func -> meta, twin -> twin, user -> b
 parent id goes back to the module waiting for it), upstream from the bus to the cloud. Connect and
 disconnect are announced inside the edge (`node/connection`, `cloud_connected`/`cloud_disconnected`)
 as upstream does. One task group per connection, so nothing leaks across reconnects.
+
+Upstream, status reports (`OUTBOX_TYPES`) go through the persistent outbox: latest per key, kept
+across disconnects and restarts, re-sent until the cloud's reply (parent id = the report's msg_id)
+ACKs them. Everything else (ACKs, queries, registration) is sent once while connected; while not, it
+is refused at once (a waiting sender gets an error reply) rather than held: the caller knows better
+whether it is still worth sending later.
 """
 
 from __future__ import annotations
@@ -28,32 +34,52 @@ from common.constants import (
     Group,
     Op,
 )
-from common.errors import BusError, MessageDecodeError
+from common.errors import BusError, MessageDecodeError, ResourceError
 from common.log import get_logger
 from common.message import Message
 from common.modules import ModuleContext
 from common.pki import KeyPair, PKIError
 from common.reliable import Keepalive, ReconnectBackoff
+from common.resource import parse_edge_resource
 from common.transport import Connection, client_tls, dial
 from edgecore.edgehub.certificate import ensure_edge_certificate, run_rotation
+from edgecore.edgehub.outbox_store import PersistentOutbox
 
 log = get_logger("edgehub")
 
 _DOWNSTREAM_GROUPS: Final = {Group.RESOURCE: Group.META, Group.FUNC: Group.META, Group.TWIN: Group.TWIN,
                              Group.USER: Group.BUS}
 _CONNECT_ATTEMPT_TIMEOUT: Final = 30.0
+OUTBOX_TYPES: Final = frozenset({"nodestatus", "nodepatch", "podstatus", "podpatch"})
+_OUTBOX_OPS: Final = frozenset({Op.INSERT, Op.UPDATE, Op.PATCH})
+_DIRECT_QUEUE: Final = 1024
+_WRITE_BATCH: Final = 64
+
+
+def outbox_key(message: Message) -> str | None:
+    """The outbox key of a status report (its resource), None for messages sent once."""
+    if message.operation not in _OUTBOX_OPS:
+        return None
+    try:
+        resource = parse_edge_resource(message.resource)
+    except ResourceError:
+        return None
+    return message.resource if resource.type in OUTBOX_TYPES else None
 
 
 class EdgeHubModule:
     name = EdgeModule.EDGEHUB
     group = Group.HUB
 
-    def __init__(self, config: EdgeHubConfig, node_name: str) -> None:
+    def __init__(self, config: EdgeHubConfig, node_name: str, outbox: PersistentOutbox) -> None:
         self.config = config
         self.node = node_name
+        self.outbox = outbox
         self.backoff = ReconnectBackoff()
         self.connected = asyncio.Event()
         self._connection: Connection | None = None
+        self._direct: asyncio.Queue[Message] | None = None  # while connected: messages sent once
+        self._wakeup = asyncio.Event()
 
     async def run(self, ctx: ModuleContext) -> None:
         while True:
@@ -70,6 +96,7 @@ class EdgeHubModule:
             if self.config.rotate_certificates:
                 tasks.create_task(run_rotation(self.config, self.node, on_rotated=self._rotated))
             tasks.create_task(self._stay_connected(ctx))
+            tasks.create_task(self._intake(ctx))
 
     async def _stay_connected(self, ctx: ModuleContext) -> None:
         while True:
@@ -96,6 +123,7 @@ class EdgeHubModule:
             return
         self.backoff.connected(time.monotonic())
         self._connection = connection
+        self._direct = asyncio.Queue(_DIRECT_QUEUE)
         self.connected.set()
         log.info("connected to cloudcore", node=self.node, server=server)
         await self._announce(ctx, CLOUD_CONNECTED)
@@ -103,7 +131,7 @@ class EdgeHubModule:
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._downstream(ctx, connection))
-                tasks.create_task(self._upstream(ctx, connection))
+                tasks.create_task(self._writer(connection))
                 tasks.create_task(self._heartbeat(connection, keepalive))
         except* (websockets.ConnectionClosed, OSError, TimeoutError) as closed:
             log.warning("disconnected from cloudcore", node=self.node,
@@ -111,6 +139,10 @@ class EdgeHubModule:
         finally:
             self._connection = None
             self.connected.clear()
+            self.outbox.disconnected()
+            direct, self._direct = self._direct, None
+            while direct is not None and not direct.empty():
+                self._refuse(ctx, direct.get_nowait(), "the connection to the cloud was lost")
             await self._announce(ctx, CLOUD_DISCONNECTED)
 
     async def _announce(self, ctx: ModuleContext, state: str) -> None:
@@ -127,6 +159,9 @@ class EdgeHubModule:
             except MessageDecodeError as exc:
                 log.warning("malformed message from cloudcore ignored", node=self.node, err=exc)
                 continue
+            if message.parent_msg_id and await self.outbox.ack(message.parent_msg_id) is not None:
+                log.v(4).info("report acked", node=self.node, msg_id=message.parent_msg_id)
+                continue
             if message.parent_msg_id and message.group != Group.TWIN and ctx.bus.respond(message):
                 continue
             group = _DOWNSTREAM_GROUPS.get(message.group)
@@ -141,11 +176,47 @@ class EdgeHubModule:
                 log.warning("message not delivered inside the edge", node=self.node, msg_id=message.msg_id,
                             group=group, err=exc)
 
-    async def _upstream(self, ctx: ModuleContext, connection: Connection) -> None:
+    async def _intake(self, ctx: ModuleContext) -> None:
+        """Messages for the cloud, for the module's whole life: reports into the outbox, the rest queued
+        for the connection or refused when there is none."""
         while True:
             message = await ctx.mailbox.get()
-            async with asyncio.timeout(float(self.config.websocket.write_deadline) or 15.0):
-                await connection.send(message)
+            key = None if ctx.bus.is_waiting(message.msg_id) else outbox_key(message)
+            if key is not None:
+                await self.outbox.put(key, message)
+            elif self._direct is None:
+                self._refuse(ctx, message, "not connected to the cloud")
+                continue
+            else:
+                try:
+                    self._direct.put_nowait(message)
+                except asyncio.QueueFull:
+                    self._refuse(ctx, message, "too many messages waiting for the connection")
+                    continue
+            self._wakeup.set()
+
+    def _refuse(self, ctx: ModuleContext, message: Message, reason: str) -> None:
+        log.v(2).info("message for the cloud not sent", node=self.node, msg_id=message.msg_id,
+                      resource=message.resource, reason=reason)
+        if ctx.bus.is_waiting(message.msg_id):
+            ctx.bus.respond(message.error_response(reason))
+
+    async def _writer(self, connection: Connection) -> None:
+        direct = self._direct
+        assert direct is not None
+        while True:
+            batch = [direct.get_nowait() for _ in range(min(_WRITE_BATCH, direct.qsize()))]
+            batch += [out.message for out in self.outbox.next_batch(time.monotonic(), _WRITE_BATCH - len(batch))]
+            if not batch:
+                self._wakeup.clear()
+                deadline = self.outbox.next_deadline()
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout)
+                continue
+            for message in batch:
+                async with asyncio.timeout(float(self.config.websocket.write_deadline) or 15.0):
+                    await connection.send(message)
 
     async def _heartbeat(self, connection: Connection, keepalive: Keepalive) -> None:
         while True:

@@ -108,6 +108,26 @@ def test_bound_drops_the_longest_waiting_unsent_message() -> None:
     assert outbox.ack(in_flight.message.msg_id) == "a"
 
 
+def test_row_of_is_the_newest_message_of_a_key_and_dropped_keys_are_reported_once() -> None:
+    outbox = Outbox(max_entries=2)
+    outbox.put("a", status("a", 1))
+    (in_flight,) = outbox.next_batch(0, limit=1)
+    newer = status("a", 2)
+    outbox.put("a", newer)
+    row = outbox.row_of("a")
+    assert row is not None and (row.msg_id, row.message, row.attempt) == (newer.msg_id, encode(newer), 0)
+    outbox.put("b", status("b", 1))
+    assert outbox.take_dropped() == ["b"]  # the newest unsent key goes: "a" has one in flight and one waiting
+    assert outbox.take_dropped() == []
+    assert outbox.row_of("b") is None
+    outbox.ack(in_flight.message.msg_id)
+    row = outbox.row_of("a")
+    assert row is not None and row.msg_id == newer.msg_id
+    (sent,) = outbox.next_batch(1, limit=1)
+    outbox.ack(sent.message.msg_id)
+    assert outbox.row_of("a") is None
+
+
 def test_rows_hold_the_newest_message_per_key_in_send_order() -> None:
     outbox = Outbox()
     for key in "abc":
