@@ -51,7 +51,7 @@ async def run(config: EdgeCoreConfig, stop: asyncio.Event) -> int:
         if config.modules.meta_manager.enable:
             modules.append(MetaManagerModule(config.modules.meta_manager, store))
         if config.modules.edge_hub.enable:
-            modules.append(EdgeHubModule(config.modules.edge_hub, node, outbox))
+            modules.append(EdgeHubModule(config.modules.edge_hub, node, outbox, config.source_path))
         daemon.sd_notify("READY=1")
         log.info("edgecore started", node=node, modules=",".join(m.name for m in modules))
         return await run_modules(ModuleBus(), modules, stop)

@@ -8,7 +8,9 @@ Reading files lives in ``loader.py``.
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pathlib import Path
+
+from pydantic import Field, PrivateAttr, model_validator
 
 from common.config.base import (
     ConfigModel,
@@ -391,6 +393,12 @@ class EdgeCoreConfig(ConfigModel):
     database: Database = Field(default_factory=Database)
     modules: EdgeModules = Field(default_factory=EdgeModules)
     feature_gates: dict[str, bool] = Field(default_factory=dict)
+    # The file this config was loaded from (not a key): EdgeHub clears the join token in it after bootstrap.
+    _source_path: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source_path(self) -> Path | None:
+        return self._source_path
 
 
 EDGECORE_MIN_KEYS: KeySpec = {

@@ -123,6 +123,7 @@ def load_edgecore(
     result = load_config(path, EdgeCoreConfig)
     _log_warnings(result.warnings)
     config = result.config
+    config._source_path = Path(path)
     token_file = Path(bootstrap_token_path)
     if token_file.exists():
         try:

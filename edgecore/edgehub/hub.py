@@ -25,6 +25,7 @@ from typing import Final
 
 import websockets
 
+from common.config import ConfigError
 from common.config.edgecore import EdgeHub as EdgeHubConfig
 from common.constants import (
     CLOUD_CONNECTED,
@@ -42,7 +43,7 @@ from common.pki import KeyPair, PKIError
 from common.reliable import Keepalive, ReconnectBackoff
 from common.resource import parse_edge_resource
 from common.transport import Connection, client_tls, dial
-from edgecore.edgehub.certificate import ensure_edge_certificate, run_rotation
+from edgecore.edgehub.certificate import clear_config_token, ensure_edge_certificate, run_rotation
 from edgecore.edgehub.outbox_store import PersistentOutbox
 
 log = get_logger("edgehub")
@@ -71,8 +72,10 @@ class EdgeHubModule:
     name = EdgeModule.EDGEHUB
     group = Group.HUB
 
-    def __init__(self, config: EdgeHubConfig, node_name: str, outbox: PersistentOutbox) -> None:
+    def __init__(self, config: EdgeHubConfig, node_name: str, outbox: PersistentOutbox,
+                 config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path
         self.node = node_name
         self.outbox = outbox
         self.backoff = ReconnectBackoff()
@@ -92,11 +95,23 @@ class EdgeHubModule:
                           retry_in_s=f"{delay:.1f}")
                 await asyncio.sleep(delay)
         self.backoff.reset()
+        self._forget_token()
         async with asyncio.TaskGroup() as tasks:
             if self.config.rotate_certificates:
                 tasks.create_task(run_rotation(self.config, self.node, on_rotated=self._rotated))
             tasks.create_task(self._stay_connected(ctx))
             tasks.create_task(self._intake(ctx))
+
+    def _forget_token(self) -> None:
+        """With a certificate in hand the join token is no longer needed: remove it from edgecore.yaml, as
+        upstream does, so it does not stay readable on the host."""
+        if not self.config.token or self.config_path is None:
+            return
+        try:
+            clear_config_token(self.config_path)
+        except (OSError, ConfigError) as exc:
+            log.warning("cannot clear the join token from the config file", node=self.node,
+                        path=str(self.config_path), err=exc)
 
     async def _stay_connected(self, ctx: ModuleContext) -> None:
         while True:

@@ -87,6 +87,8 @@ def test_edge_bootstraps_connects_and_reconnects_after_a_cloudcore_restart(tmp_p
         assert node_name_from_cert(cert) == "edge-e2e"
         assert stat.S_IMODE((tmp_path / "edge/certs/server.key").stat().st_mode) == 0o600
         assert token not in edge.log.read_text() and token not in cloud.log.read_text()
+        edge.wait_log('"cleared edgeHub.token in the config file"')
+        assert yaml.safe_load(edge.config.read_text())["modules"]["edgeHub"]["token"] == ""
 
         began = time.monotonic()
         cloud.stop()
