@@ -1,8 +1,8 @@
 """Cloud-edge connections over WebSocket, byte-compatible with upstream viaduct: thin asyncio shells.
 
 A `Connection` sends and receives beehive messages, one JSON text frame each (common.message adds
-gorilla's trailing newline); nothing else crosses it: no WebSocket compression, no subprotocol, no
-WebSocket pings (liveness is the application keepalive, as upstream). The edge dials
+gorilla's trailing newline); nothing else crosses it: no WebSocket compression, no subprotocol; liveness
+is the application keepalive as upstream, plus WebSocket pings from the edge (see `dial`). The edge dials
 `wss://<server>/<projectID>/<nodeName>/events` with headers `node_id`, `project_id` and
 `ConnectionUse: msg`; the cloud takes the node's identity from its verified client certificate and
 refuses a `node_id` header naming another node. Frames above `max_size` close the connection (1009).
@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from cryptography import x509
 from websockets.asyncio.client import ClientConnection, connect
@@ -83,6 +83,22 @@ def node_from_peercert(peercert: dict[str, Any] | None) -> str | None:
     return None
 
 
+class NodeConnection(Protocol):
+    """What CloudHub and EdgeHub use of a connection: `Connection` here, `common.quic.QuicConnection` over QUIC.
+
+    recv() raises MessageDecodeError for a bad message (the connection lives on). Once the connection is closed
+    or lost, send() and recv() raise websockets.ConnectionClosed (WebSocket) or a ConnectionError (QUIC).
+    """
+
+    node: str
+
+    async def send(self, message: Message) -> None: ...
+
+    async def recv(self) -> Message: ...
+
+    async def close(self, reason: str = "") -> None: ...
+
+
 @dataclass(slots=True)
 class Connection:
     """One open cloud-edge connection, from either end."""
@@ -136,10 +152,16 @@ async def serve_nodes(handler: Handler, host: str, port: int, tls: ssl.SSLContex
 
 
 async def dial(server: str, node: str, project_id: str, tls: ssl.SSLContext, *, max_size: int = DEFAULT_MAX_FRAME,
-               open_timeout: float = 30) -> Connection:
-    """EdgeHub's WebSocket dial, with upstream's URL and headers."""
+               open_timeout: float = 30, ping_interval: float | None = None) -> Connection:
+    """EdgeHub's WebSocket dial, with upstream's URL and headers.
+
+    With `ping_interval`, the edge pings every that many seconds and drops the connection when no pong
+    comes within two intervals: the cloud never writes on an idle connection, so without this a cut
+    link would go unnoticed at the edge. Any RFC 6455 server answers pings (upstream's gorilla does).
+    """
     headers = Headers({HEADER_NODE: node, HEADER_PROJECT: project_id, HEADER_USE: "msg"})
     websocket = await connect(f"wss://{server}/{project_id}/{node}/events", ssl=tls, additional_headers=headers,
-                              max_size=max_size, compression=None, ping_interval=None, open_timeout=open_timeout,
-                              close_timeout=5)
+                              max_size=max_size, compression=None, ping_interval=ping_interval,
+                              ping_timeout=None if ping_interval is None else 2 * ping_interval,
+                              open_timeout=open_timeout, close_timeout=5)
     return Connection(node, websocket)

@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.netns",
     "tests.fixtures.pki",
     "tests.fixtures.controlplane",
+    "tests.fixtures.cloud_edge",
 ]

@@ -132,7 +132,8 @@ class EdgeHubModule:
         try:
             tls = client_tls(Path(hub.tls_ca_file), Path(hub.tls_cert_file), Path(hub.tls_private_key_file))
             connection = await dial(server, self.node, hub.project_id, tls,
-                                    open_timeout=float(hub.websocket.handshake_timeout) or _CONNECT_ATTEMPT_TIMEOUT)
+                                    open_timeout=float(hub.websocket.handshake_timeout) or _CONNECT_ATTEMPT_TIMEOUT,
+                                    ping_interval=float(hub.heartbeat) or None)
         except (OSError, websockets.InvalidHandshake, TimeoutError) as exc:
             log.warning("cannot connect to cloudcore", node=self.node, server=server, err=exc)
             return

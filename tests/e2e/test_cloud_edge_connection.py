@@ -5,49 +5,16 @@ itself after cloudcore restarts."""
 from __future__ import annotations
 
 import base64
-import signal
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import yaml
 
 from common.pki import load_cert, node_name_from_cert
-from tests.fixtures.controlplane import ROOT, ControlPlaneProcess
+from tests.fixtures.controlplane import ControlPlaneProcess
+from tests.fixtures.daemons import Daemon
 from tests.fixtures.mosquitto import free_port
-
-
-class Daemon:
-    def __init__(self, program: str, config: Path, log: Path) -> None:
-        self.program, self.config, self.log = program, config, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", self.program, "--config", str(self.config),
-                                          "--pidfile", str(self.config.with_suffix(".pid")), "--v=4"],
-                                         cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def wait_log(self, text: str, count: int = 1, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.log.exists() and self.log.read_text().count(text) >= count:
-                return
-            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
-            time.sleep(0.1)
-        raise AssertionError(f"{self.program}: {text!r} x{count} not logged in {timeout} s:\n"
-                             f"{self.log.read_text()[-3000:]}")
 
 
 def test_edge_bootstraps_connects_and_reconnects_after_a_cloudcore_restart(tmp_path: Path) -> None:
