@@ -232,6 +232,12 @@ class CloudHubModule:
             async with asyncio.timeout(self.config.write_timeout):
                 await connection.send(outgoing.message)
             session.sent_by_msg_id[outgoing.message.msg_id] = outgoing.message
+            if (not outgoing.is_resend and outgoing.message.operation != Op.DELETE
+                    and queue.acked_rv(outgoing.key) is None):
+                # As upstream: the edge may store this object even if its ACK is lost, so its ObjectSync
+                # exists (at RV 0) from the first send; a restarted cloudcore can then still tell the edge
+                # about the object's deletion.
+                self.syncs.record(connection.node, outgoing.message, 0, deleted=False)
             while len(session.sent_by_msg_id) > _SENT_MEMORY:
                 session.sent_by_msg_id.popitem(last=False)
             if outgoing.is_resend:

@@ -90,7 +90,7 @@ class ObjectSyncStore:
                 "metadata": {"name": name, **({"namespace": meta["namespace"]} if meta.get("namespace") else {})},
                 "spec": {"objectAPIVersion": content.get("apiVersion", ""), "objectKind": content.get("kind", ""),
                          "objectName": meta.get("name", "")},
-                "status": {"objectResourceVersion": str(rv or "")}}
+                "status": {"objectResourceVersion": "" if rv is None else str(rv)}}
         self._backlog.pop(name, None)
         self._backlog[name] = (meta.get("namespace", ""), body, deleted)
         while len(self._backlog) > _MAX_BACKLOG:  # stated policy: the oldest pending record is dropped

@@ -67,7 +67,8 @@ async def running_hub(plane: ControlPlaneProcess, hub_config: CloudHubConfig) ->
                 await task
 
 
-async def edge(plane: ControlPlaneProcess, tmp_path: Path, port: int, received: list[tuple[str, str]]) -> None:
+async def edge(plane: ControlPlaneProcess, tmp_path: Path, port: int, received: list[tuple[str, str]],
+               ack: bool = True) -> None:
     data = json.loads(plane.kubectl("get", "secret", "casecret", "-n", "kubeedge", "-o", "json").stdout)["data"]
     ca = KeyPair(load_cert(base64.b64decode(data["cadata"])), load_private_key(base64.b64decode(data["cakeydata"])))
     ca.write(tmp_path / "ca.crt", tmp_path / "ca.key")
@@ -78,9 +79,19 @@ async def edge(plane: ControlPlaneProcess, tmp_path: Path, port: int, received: 
         while True:
             message = await connection.recv()
             received.append((message.resource, message.header.resource_version))
-            await connection.send(message.response("OK"))
+            if ack:
+                await connection.send(message.response("OK"))
     finally:
         await connection.close()
+
+
+def hub_config_for(tmp_path: Path, port: int) -> CloudHubConfig:
+    """CloudHub on 127.0.0.1:`port`, its CA and certificates from the kubeedge Secrets (no files)."""
+    return CloudHubConfig.model_validate({
+        "advertiseAddress": ["127.0.0.1"], "keepaliveInterval": 30,
+        "tlsCAFile": str(tmp_path / "none/ca.crt"), "tlsCAKeyFile": str(tmp_path / "none/ca.key"),
+        "tlsCertFile": str(tmp_path / "none/server.crt"), "tlsPrivateKeyFile": str(tmp_path / "none/server.key"),
+        "websocket": {"address": "127.0.0.1", "port": port}, "https": {"address": "127.0.0.1", "port": free_port()}})
 
 
 async def wait_until(predicate: Any, timeout: float = 20.0) -> None:
@@ -92,11 +103,7 @@ async def wait_until(predicate: Any, timeout: float = 20.0) -> None:
 async def test_acks_persist_as_objectsyncs_and_a_restart_resends_only_newer(plane: ControlPlaneProcess,
                                                                             tmp_path: Path) -> None:
     port = free_port()
-    hub_config = CloudHubConfig.model_validate({
-        "advertiseAddress": ["127.0.0.1"], "keepaliveInterval": 30,
-        "tlsCAFile": str(tmp_path / "none/ca.crt"), "tlsCAKeyFile": str(tmp_path / "none/ca.key"),
-        "tlsCertFile": str(tmp_path / "none/server.crt"), "tlsPrivateKeyFile": str(tmp_path / "none/server.key"),
-        "websocket": {"address": "127.0.0.1", "port": port}, "https": {"address": "127.0.0.1", "port": free_port()}})
+    hub_config = hub_config_for(tmp_path, port)
 
     def synced() -> dict[str, str]:
         items = json.loads(plane.kubectl("get", "objectsyncs", "-n", "default", "-o", "json").stdout)["items"]
@@ -109,10 +116,10 @@ async def test_acks_persist_as_objectsyncs_and_a_restart_resends_only_newer(plan
         for i in range(5):
             await bus.send("cloudhub", update(i, 10 + i))
         await wait_until(lambda: asyncio.sleep(0, len(received) >= 5))
-        await wait_until(lambda: asyncio.to_thread(lambda: len(synced()) == 5 and all(synced().values())))
+        expected = {f"{NODE}.uid-{i}": str(10 + i) for i in range(5)}
+        await wait_until(lambda: asyncio.to_thread(lambda: synced() == expected))
         link.cancel()
     assert sorted(received) == [(f"default/pod/p{i}", str(10 + i)) for i in range(5)]
-    assert synced() == {f"{NODE}.uid-{i}": str(10 + i) for i in range(5)}
 
     received.clear()
     async with running_hub(plane, hub_config) as bus:  # a restarted CloudHub knows what the node has
@@ -125,3 +132,23 @@ async def test_acks_persist_as_objectsyncs_and_a_restart_resends_only_newer(plan
         await asyncio.sleep(1.0)
         link.cancel()
     assert received == [("default/pod/p2", "99")]
+
+
+async def test_an_objectsync_exists_from_the_first_send_even_without_an_ack(plane: ControlPlaneProcess,
+                                                                           tmp_path: Path) -> None:
+    port = free_port()
+    hub_config = hub_config_for(tmp_path, port)
+    received: list[tuple[str, str]] = []
+
+    def sync_rv() -> str | None:
+        result = plane.kubectl("get", "objectsync", f"{NODE}.uid-7", "-n", "default", "-o",
+                               "jsonpath={.status.objectResourceVersion}", check=False)
+        return result.stdout if result.returncode == 0 else None
+
+    async with running_hub(plane, hub_config) as bus:
+        await asyncio.sleep(1.0)
+        link = asyncio.create_task(edge(plane, tmp_path, port, received, ack=False))
+        await bus.send("cloudhub", update(7, 70))
+        await wait_until(lambda: asyncio.to_thread(lambda: sync_rv() == "0"))
+        link.cancel()
+    assert received == [("default/pod/p7", "70")]
