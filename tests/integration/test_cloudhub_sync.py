@@ -67,14 +67,19 @@ async def running_hub(plane: ControlPlaneProcess, hub_config: CloudHubConfig) ->
                 await task
 
 
-async def edge(plane: ControlPlaneProcess, tmp_path: Path, port: int, received: list[tuple[str, str]],
-               ack: bool = True) -> None:
+async def connect_as(plane: ControlPlaneProcess, tmp_path: Path, port: int, node: str) -> Connection:
+    """A connection with a certificate for `node` signed by the cloud's CA (from the casecret Secret)."""
     data = json.loads(plane.kubectl("get", "secret", "casecret", "-n", "kubeedge", "-o", "json").stdout)["data"]
     ca = KeyPair(load_cert(base64.b64decode(data["cadata"])), load_private_key(base64.b64decode(data["cakeydata"])))
     ca.write(tmp_path / "ca.crt", tmp_path / "ca.key")
-    issue_client_cert(ca, NODE).write(tmp_path / "edge.crt", tmp_path / "edge.key")
-    tls = client_tls(tmp_path / "ca.crt", tmp_path / "edge.crt", tmp_path / "edge.key")
-    connection: Connection = await dial(f"127.0.0.1:{port}", NODE, DEFAULT_PROJECT_ID, tls)
+    issue_client_cert(ca, node).write(tmp_path / f"{node}.crt", tmp_path / f"{node}.key")
+    tls = client_tls(tmp_path / "ca.crt", tmp_path / f"{node}.crt", tmp_path / f"{node}.key")
+    return await dial(f"127.0.0.1:{port}", node, DEFAULT_PROJECT_ID, tls)
+
+
+async def edge(plane: ControlPlaneProcess, tmp_path: Path, port: int, received: list[tuple[str, str]],
+               ack: bool = True) -> None:
+    connection = await connect_as(plane, tmp_path, port, NODE)
     try:
         while True:
             message = await connection.recv()
@@ -152,3 +157,27 @@ async def test_an_objectsync_exists_from_the_first_send_even_without_an_ack(plan
         await wait_until(lambda: asyncio.to_thread(lambda: sync_rv() == "0"))
         link.cancel()
     assert received == [("default/pod/p7", "70")]
+
+
+async def test_another_nodes_certificate_neither_receives_nor_sends_for_the_node(plane: ControlPlaneProcess,
+                                                                                 tmp_path: Path) -> None:
+    port = free_port()
+    async with running_hub(plane, hub_config_for(tmp_path, port)) as bus:
+        controller = bus.register("edgecontroller", "edgecontroller")
+        await asyncio.sleep(1.0)
+        for i in range(3):
+            await bus.send("cloudhub", update(i, 10 + i))  # queued for NODE, which is not connected
+        intruder = await connect_as(plane, tmp_path, port, "intruder")
+        try:
+            for resource in (f"default/node/{NODE}", f"kube-node-lease/lease/{NODE}", "default/node/intruder"):
+                await intruder.send(Message.new(source="edged", group="meta", operation="update", resource=resource,
+                                                content={"metadata": {"name": resource.rsplit("/", 1)[1]}}))
+            async with asyncio.timeout(5):
+                delivered = await controller.get()
+            assert delivered.resource == "node/intruder/default/node/intruder"
+            with pytest.raises(TimeoutError):  # nothing of NODE's queue, nothing more upstream
+                async with asyncio.timeout(1.5):
+                    await intruder.recv()
+            assert len(controller) == 0
+        finally:
+            await intruder.close()
