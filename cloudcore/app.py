@@ -9,6 +9,7 @@ import asyncio
 
 from cloudcore import kube
 from cloudcore.cloudhub.hub import CloudHubModule
+from cloudcore.edgecontroller import EdgeControllerModule
 from common import daemon
 from common.bus import ModuleBus
 from common.config import CloudCoreConfig
@@ -20,8 +21,10 @@ log = get_logger("cloudcore")
 
 async def run(config: CloudCoreConfig, stop: asyncio.Event) -> int:
     if config.adjust():
-        log.info("raised qps/burst and node-scaled buffers to upstream minimums",
-                 node_limit=config.modules.cloud_hub.node_limit)
+        log.info(
+            "raised qps/burst and node-scaled buffers to upstream minimums",
+            node_limit=config.modules.cloud_hub.node_limit,
+        )
     try:
         client = await kube.api_client(config.kube_api_config)
     except kube.KubeConfigError as exc:
@@ -31,6 +34,8 @@ async def run(config: CloudCoreConfig, stop: asyncio.Event) -> int:
         modules: list[Module] = []
         if config.modules.cloud_hub.enable:
             modules.append(CloudHubModule(config.modules.cloud_hub, client))
+        if config.modules.edge_controller.enable:
+            modules.append(EdgeControllerModule(config.modules.edge_controller, client))
         daemon.sd_notify("READY=1")
         log.info("cloudcore started", modules=",".join(m.name for m in modules))
         return await run_modules(ModuleBus(), modules, stop)

@@ -130,3 +130,10 @@ CLOUD_DISCONNECTED: Final = "cloud_disconnected"
 
 DEFAULT_PROJECT_ID: Final = "e632aba927ea4ac2b575ec1603d56f10"
 SYSTEM_NAMESPACE: Final = "kubeedge"
+
+# Node labels the edge kubelet sets at registration (ref/config.md section 6); cloud components tell
+# edge nodes by the first one.
+LABEL_EDGE_NODE: Final = "node-role.kubernetes.io/edge"
+LABEL_AGENT_NODE: Final = "node-role.kubernetes.io/agent"
+# Where node Leases live (Kubernetes convention; the edge sends `kube-node-lease/lease/<node>`).
+NODE_LEASE_NAMESPACE: Final = "kube-node-lease"
