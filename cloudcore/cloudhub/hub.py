@@ -46,10 +46,13 @@ _NODE_SCOPED_TYPES: Final = frozenset({ResourceType.NODE, ResourceType.NODESTATU
 
 
 def needs_ack(message: Message) -> bool:
-    """Upstream's rule (ref/protocol.md 4.2): replies to edge queries and some resources are fire-and-forget."""
-    if message.operation == Op.RESPONSE and (message.content == "OK" or message.group != Group.RESOURCE):
-        return False
-    if message.group == Group.USER:
+    """Replies (`response`, `error`) and some resources are fire-and-forget (ref/protocol.md 4.2).
+
+    Upstream ACKs replies that carry an object too, but a reply is consumed by the edge module waiting
+    for it and nothing at the edge ACKs it (upstream's edge neither): it would be re-sent for nothing.
+    A lost reply costs the asker one timeout, after which it asks again or answers from its store.
+    """
+    if message.operation in (Op.RESPONSE, Op.ERROR) or message.group == Group.USER:
         return False
     return not any(marker in message.resource for marker in _NO_ACK_RESOURCES)
 

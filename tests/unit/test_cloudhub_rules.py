@@ -1,0 +1,27 @@
+"""CloudHub's fire-and-forget rule: which cloud-to-edge messages wait for an ACK."""
+
+from __future__ import annotations
+
+import pytest
+
+from cloudcore.cloudhub.hub import needs_ack
+from common.message import Message
+
+
+def message(operation: str, resource: str, group: str = "resource", content: object = None) -> Message:
+    return Message.new(source="edgecontroller", group=group, operation=operation, resource=resource, content=content)
+
+
+@pytest.mark.parametrize(("msg", "acked"), [
+    (message("update", "default/pod/p", content={"metadata": {}}), True),
+    (message("delete", "default/configmap/c"), True),
+    (message("insert", "null/node/edge-1", content={}), True),
+    (message("response", "default/configmap/c", content={"metadata": {}}), False),  # a query's answer
+    (message("response", "default/node/edge-1", content="OK"), False),
+    (message("error", "default/secret/s", content="forbidden"), False),
+    (message("update", "membership", group="twin"), False),
+    (message("update", "default/serviceaccounttoken/t"), False),
+    (message("publish", "topic", group="user"), False),
+])
+def test_replies_and_upstreams_no_ack_resources_are_fire_and_forget(msg: Message, acked: bool) -> None:
+    assert needs_ack(msg) is acked
