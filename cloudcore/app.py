@@ -32,10 +32,12 @@ async def run(config: CloudCoreConfig, stop: asyncio.Event) -> int:
         return 1
     try:
         modules: list[Module] = []
+        edgecontroller = EdgeControllerModule(config.modules.edge_controller, client)
         if config.modules.cloud_hub.enable:
-            modules.append(CloudHubModule(config.modules.cloud_hub, client))
+            lookup = edgecontroller.lookup if config.modules.edge_controller.enable else None
+            modules.append(CloudHubModule(config.modules.cloud_hub, client, lookup))
         if config.modules.edge_controller.enable:
-            modules.append(EdgeControllerModule(config.modules.edge_controller, client))
+            modules.append(edgecontroller)
         daemon.sd_notify("READY=1")
         log.info("cloudcore started", modules=",".join(m.name for m in modules))
         return await run_modules(ModuleBus(), modules, stop)

@@ -19,8 +19,10 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from functools import partial
+from typing import Final, TypeAlias
 
 import websockets
 from kubernetes_asyncio.client import ApiClient
@@ -57,12 +59,8 @@ def needs_ack(message: Message) -> bool:
     return not any(marker in message.resource for marker in _NO_ACK_RESOURCES)
 
 
-def _no_content(key: str) -> Resolved | None:
-    # The queue asks for an object whose content it dropped under memory pressure; the informer cache
-    # that can answer arrives with the edgecontroller, until then such keys wait for their next change.
-    log.warning("queued content dropped under memory pressure; waiting for the next change", key=key)
-    return None
-
+# `node/<node>/<ns>/<type>/<name>` -> that object's current message (the edgecontroller's caches).
+Lookup: TypeAlias = Callable[[str], Message | None]
 
 _SENT_MEMORY: Final = 1024  # per node: written messages kept until ACKed, to record their ObjectSync
 
@@ -78,9 +76,10 @@ class CloudHubModule:
     name = CloudModule.CLOUDHUB
     group = CloudModule.CLOUDHUB
 
-    def __init__(self, config: CloudHubConfig, kube: ApiClient) -> None:
+    def __init__(self, config: CloudHubConfig, kube: ApiClient, lookup: Lookup | None = None) -> None:
         self.config = config
         self.kube = kube
+        self.lookup = lookup
         self.queues: dict[str, NodeQueue] = {}
         self.sessions: dict[str, _Session] = {}
         self.syncs = ObjectSyncStore(kube)
@@ -128,10 +127,20 @@ class CloudHubModule:
         queue = self.queues.get(node)
         if queue is None:
             acked = await self.syncs.load(node)
-            queue = self.queues.setdefault(node, NodeQueue(resolve=_no_content))
+            queue = self.queues.setdefault(node, NodeQueue(resolve=partial(self._current, node)))
             queue.load_acked(acked)
             log.v(2).info("node queue ready", node=node, acked_objects=len(acked))
         return queue
+
+    def _current(self, node: str, key: str) -> Resolved | None:
+        """The queue dropped `key`'s content under memory pressure and its turn has come: the object's
+        current state from the edgecontroller's informer cache, or None (nothing to send any more)."""
+        message = None if self.lookup is None else self.lookup(add_node_prefix(node, key))
+        if message is None:
+            log.v(2).info("dropped queue content not in the cache; nothing to send", node=node, key=key)
+            return None
+        rv = message.header.resource_version
+        return message.with_resource(key), int(rv) if rv.isdigit() else None, message.operation == Op.DELETE
 
     def queue_of(self, node: str) -> NodeQueue:
         """The node's queue, made by `load_queue` (so it always starts from the node's acked RVs)."""

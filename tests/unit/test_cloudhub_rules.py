@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
 
-from cloudcore.cloudhub.hub import needs_ack
+from cloudcore.cloudhub.hub import CloudHubModule, needs_ack
+from common.config.cloudcore import CloudHub
 from common.message import Message
 
 
@@ -25,3 +28,19 @@ def message(operation: str, resource: str, group: str = "resource", content: obj
 ])
 def test_replies_and_upstreams_no_ack_resources_are_fire_and_forget(msg: Message, acked: bool) -> None:
     assert needs_ack(msg) is acked
+
+
+async def test_dropped_content_is_taken_again_from_the_edgecontroller_cache() -> None:
+    cached = Message.new(source="edgecontroller", group="resource", operation="update",
+                         resource="node/edge-1/default/pod/p", content={"metadata": {}}, resource_version="42")
+    asked: list[str] = []
+
+    def lookup(resource: str) -> Message | None:
+        asked.append(resource)
+        return cached if resource == cached.resource else None
+
+    hub = CloudHubModule(CloudHub(), cast(Any, None), lookup)
+    resolved = hub._current("edge-1", "default/pod/p")
+    assert resolved == (cached.with_resource("default/pod/p"), 42, False)
+    assert hub._current("edge-1", "default/pod/gone") is None
+    assert asked == ["node/edge-1/default/pod/p", "node/edge-1/default/pod/gone"]
