@@ -31,6 +31,7 @@ from cloudcore.edgecontroller.kubeapi import KubeError, KubeJSON
 from cloudcore.edgecontroller.messages import push_message
 from cloudcore.edgecontroller.planner import Plan, Planner, Push, is_edge_node
 from cloudcore.edgecontroller.refs import ObjectRef
+from cloudcore.edgecontroller.resync import list_records, stale_copies
 from cloudcore.edgecontroller.sender import Sender
 from common.constants import Op
 from common.errors import ResourceError
@@ -73,6 +74,22 @@ class Downstream:
             await _wait_synced(self.pods)
             for informer in self.objects.values():
                 tasks.create_task(informer.run(), name=f"edgecontroller:{informer.kind.type}")
+            for informer in (*self.objects.values(), *self.broadcast.values()):
+                await _wait_synced(informer)
+            await self._resync()
+
+    async def _resync(self) -> None:
+        """Deletes for what nodes may still hold of objects deleted while cloudcore was down (resync.py)."""
+        try:
+            records = await list_records(self.client)
+        except KubeError as exc:
+            log.warning("object sync records not listed; deletions made while cloudcore was down are not "
+                        "sent", err=exc)
+            return
+        pushes = stale_copies(records, self.lookup)
+        for push in pushes:
+            await self._push(push)
+        log.info("start-up resync done", records=len(records), deletes=len(pushes))
 
     # -- informer handlers -------------------------------------------------------------------------
     async def _on_node(self, event: Event) -> None:
