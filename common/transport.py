@@ -11,6 +11,8 @@ Queueing, ACKs and retries are not here: they live in common.reliable.
 
 from __future__ import annotations
 
+import asyncio
+import asyncio.sslproto
 import ssl
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -31,7 +33,8 @@ from common.pki.certs import NODE_CN_PREFIX, NODES_ORGANIZATION, KeyPair, cert_t
 
 log = get_logger("transport")
 
-DEFAULT_MAX_FRAME: Final = 16 * 1024 * 1024  # upstream sets none; a bound keeps one node from exhausting memory
+DEFAULT_MAX_FRAME: Final = 16 * 1024 * 1024
+TLS_READ_BUFFER: Final = 64 * 1024  # upstream sets none; a bound keeps one node from exhausting memory
 HEADER_NODE: Final = "node_id"
 HEADER_PROJECT: Final = "project_id"
 HEADER_USE: Final = "ConnectionUse"
@@ -127,9 +130,20 @@ def _refuse(connection: ServerConnection, status: HTTPStatus, text: str) -> Resp
     return connection.respond(status, text + "\n")
 
 
+def _shrink_tls_read_buffers() -> None:
+    """asyncio gives every TLS connection a 256 KiB read buffer (CPython 3.11+ `SSLProtocol.max_size`,
+    not a public option): 256 MiB for 1,000 idle nodes. A TLS record holds at most 16 KiB, so 64 KiB
+    costs no extra reads (bench/channel.py fan-out: 338 -> ~130 KiB per connection, same delivery
+    times). Process-wide; only CloudHub, which holds thousands of connections, asks for it."""
+    protocol = getattr(asyncio.sslproto, "SSLProtocol", None)
+    if protocol is not None and getattr(protocol, "max_size", 0) > TLS_READ_BUFFER:
+        protocol.max_size = TLS_READ_BUFFER
+
+
 async def serve_nodes(handler: Handler, host: str, port: int, tls: ssl.SSLContext, *,
                       max_size: int = DEFAULT_MAX_FRAME) -> Server:
     """CloudHub's WebSocket listener: calls `handler(Connection)` for every node that passes the checks."""
+    _shrink_tls_read_buffers()
 
     def check(connection: ServerConnection, request: Request) -> Response | None:
         node = node_from_peercert(connection.transport.get_extra_info("peercert"))

@@ -40,22 +40,34 @@ class ObjectSyncStore:
         self.enabled = True
         self._backlog: OrderedDict[str, tuple[str, dict[str, Any], bool]] = OrderedDict()
         self._wakeup = asyncio.Event()
+        self._acked_by_node: dict[str, dict[str, int]] | None = None
+        self._index_lock = asyncio.Lock()
 
     async def load(self, node: str) -> dict[str, int]:
-        """{queue key: acked rv} of every object the node has acknowledged."""
-        acked: dict[str, int] = {}
+        """{queue key: acked rv} of every object the node has acknowledged.
+
+        The records are listed once, on the first call, and handed out per node: a connect storm of
+        thousands of nodes costs two LISTs, not two per node. From then on this process is the writer of
+        its nodes' records, and their queues hold the acked versions.
+        """
+        async with self._index_lock:
+            if self._acked_by_node is None:
+                self._acked_by_node = await self._index()
+        return self._acked_by_node.pop(node, {})
+
+    async def _index(self) -> dict[str, dict[str, int]]:
+        by_node: dict[str, dict[str, int]] = {}
         for plural in ("objectsyncs", "clusterobjectsyncs"):
-            items = await self._list(plural)
-            for item in items:
-                name = item["metadata"]["name"]
-                if name.rpartition(".")[0] != node:
-                    continue
+            for item in await self._list(plural):
+                node = item["metadata"]["name"].rpartition(".")[0]
                 spec, status = item.get("spec") or {}, item.get("status") or {}
                 rv = str(status.get("objectResourceVersion") or "")
-                if rv.isdigit():
+                if node and rv.isdigit():
                     namespace = item["metadata"].get("namespace", "") if plural == "objectsyncs" else ""
-                    acked[object_key(namespace, spec.get("objectKind", ""), spec.get("objectName", ""))] = int(rv)
-        return acked
+                    key = object_key(namespace, spec.get("objectKind", ""), spec.get("objectName", ""))
+                    by_node.setdefault(node, {})[key] = int(rv)
+        log.v(2).info("object sync records loaded", nodes=len(by_node), records=sum(map(len, by_node.values())))
+        return by_node
 
     async def _list(self, plural: str) -> list[dict[str, Any]]:
         if not self.enabled:
