@@ -1,7 +1,8 @@
 """The CloudHub module: edge connections in, per-node reliable queues out, the certificate service beside.
 
 Owns, for the life of cloudcore: the CA/server certificate/token from the kubeedge Secrets, the HTTPS
-:10002 certificate service, the WebSocket :10000 listener, one `NodeQueue` per node (kept across
+:10002 certificate service, the WebSocket :10000 and QUIC :10001 listeners (sessions are the same over
+both), one `NodeQueue` per node (kept across
 disconnects, so nothing queued for a node is lost when its link flaps) and one session per connected
 node. A session is one task group: reader (keepalive, ACKs, upstream dispatch), writer (queue pump)
 and watchdog (a node silent past keepaliveInterval is disconnected). A newer connection of a node
@@ -36,9 +37,10 @@ from common.errors import BusError, MessageDecodeError, ResourceError
 from common.log import get_logger
 from common.message import Message
 from common.modules import ModuleContext
+from common.quic import serve_nodes_quic
 from common.reliable import Keepalive, NodeQueue, Resolved
 from common.resource import add_node_prefix, node_of, parse_edge_resource, trim_node_prefix
-from common.transport import Connection, serve_nodes, server_tls_for
+from common.transport import NodeConnection, serve_nodes, server_tls_for
 
 log = get_logger("cloudhub")
 
@@ -67,7 +69,7 @@ _SENT_MEMORY: Final = 1024  # per node: written messages kept until ACKed, to re
 
 @dataclass
 class _Session:
-    connection: Connection
+    connection: NodeConnection
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     sent_by_msg_id: OrderedDict[str, Message] = field(default_factory=OrderedDict)
 
@@ -81,6 +83,7 @@ class CloudHubModule:
         self.kube = kube
         self.lookup = lookup
         self.queues: dict[str, NodeQueue] = {}
+        self._loading: dict[str, asyncio.Lock] = {}
         self.sessions: dict[str, _Session] = {}
         self.syncs = ObjectSyncStore(kube)
         self._ctx: ModuleContext | None = None
@@ -93,7 +96,7 @@ class CloudHubModule:
         refresher = TokenRefresher(self.kube, pki.ca, hub.token_refresh_duration)
         await refresher.start()
         certs = CertServer.from_config(hub, pki.ca, pki.server, self.kube)
-        server = None
+        server = quic_server = None
         try:
             if hub.https.enable:
                 await certs.start()
@@ -101,13 +104,18 @@ class CloudHubModule:
                 server = await serve_nodes(self._session, hub.websocket.address, hub.websocket.port,
                                            server_tls_for(pki.ca.cert, pki.server))
                 log.info("websocket server listening", address=f"{hub.websocket.address}:{hub.websocket.port}")
+            if hub.quic.enable:
+                quic_server = await serve_nodes_quic(self._session, hub.quic.address, hub.quic.port, pki.ca.cert,
+                                                     pki.server, max_incoming_streams=hub.quic.max_incoming_streams)
+                log.info("quic server listening", address=f"{hub.quic.address}:{hub.quic.port}")
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.syncs.run())
                 tasks.create_task(self._route_downstream(ctx))
         finally:
-            if server is not None:
-                server.close()
-                await server.wait_closed()
+            for listener in (server, quic_server):
+                if listener is not None:
+                    listener.close()
+                    await listener.wait_closed()
             await certs.stop()
             await refresher.stop()
 
@@ -125,11 +133,19 @@ class CloudHubModule:
     async def load_queue(self, node: str) -> NodeQueue:
         """The node's queue; made on first use with the RVs the node acked before (ObjectSync)."""
         queue = self.queues.get(node)
-        if queue is None:
-            acked = await self.syncs.load(node)
-            queue = self.queues.setdefault(node, NodeQueue(resolve=partial(self._current, node)))
-            queue.load_acked(acked)
-            log.v(2).info("node queue ready", node=node, acked_objects=len(acked))
+        if queue is not None:
+            return queue
+        # One loader per node: a second caller (the node's session racing a downstream message) must not
+        # make an empty queue and enqueue into it before the acked versions are in.
+        lock = self._loading.setdefault(node, asyncio.Lock())
+        async with lock:
+            queue = self.queues.get(node)
+            if queue is None:
+                acked = await self.syncs.load(node)
+                queue = self.queues[node] = NodeQueue(resolve=partial(self._current, node))
+                queue.load_acked(acked)
+                log.v(2).info("node queue ready", node=node, acked_objects=len(acked))
+        self._loading.pop(node, None)
         return queue
 
     def _current(self, node: str, key: str) -> Resolved | None:
@@ -159,7 +175,7 @@ class CloudHubModule:
             session.wakeup.set()
 
     # -- one connected node -------------------------------------------------------------------------
-    async def _session(self, connection: Connection) -> None:
+    async def _session(self, connection: NodeConnection) -> None:
         node = connection.node
         previous = self.sessions.get(node)
         if previous is not None:

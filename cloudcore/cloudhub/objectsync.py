@@ -2,7 +2,7 @@
 
 `<node>.<objectUID>` records the last resourceVersion a node stored for one object, so that after a
 cloudcore restart (or on another cloudcore) only objects newer than that are sent again. Writes are
-coalesced per object (latest ACK wins) by one owned task with a bounded backlog; the API is the
+coalesced per object (latest ACK wins) by a few owned writer tasks with a bounded backlog; the API is the
 control plane or a real cluster, through the one kubernetes_asyncio client. If the CRDs are not
 installed, persistence is off with one warning: delivery still works, only restarts resend more.
 """
@@ -25,6 +25,7 @@ GROUP: Final = "reliablesyncs.kubeedge.io"
 VERSION: Final = "v1alpha1"
 _MAX_BACKLOG: Final = 100_000
 _TIMEOUT: Final = 10.0
+WRITERS: Final = 8
 
 
 def object_key(namespace: str, kind: str, name: str) -> str:
@@ -41,6 +42,7 @@ class ObjectSyncStore:
         self._backlog: OrderedDict[str, tuple[str, dict[str, Any], bool]] = OrderedDict()
         self._wakeup = asyncio.Event()
         self._acked_by_node: dict[str, dict[str, int]] | None = None
+        self._writing: set[str] = set()
         self._index_lock = asyncio.Lock()
 
     async def load(self, node: str) -> dict[str, int]:
@@ -110,39 +112,70 @@ class ObjectSyncStore:
         self._wakeup.set()
 
     async def run(self) -> None:
-        """The owned writer task: persists recorded ACKs until cancelled."""
+        """The owned writers: persist recorded ACKs until cancelled. Several requests are in flight at
+        once (one API round trip each would cap a connect storm at a few hundred records a second), but
+        never two for one record, so a record's writes land in the order they were recorded."""
+        async with asyncio.TaskGroup() as writers:
+            for _ in range(WRITERS):
+                writers.create_task(self._writer())
+
+    async def _writer(self) -> None:
         while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._backlog:
-                name, (namespace, body, deleted) = self._backlog.popitem(last=False)
-                try:
-                    async with asyncio.timeout(_TIMEOUT):
-                        await (self._delete(name, namespace) if deleted else self._write(name, namespace, body))
-                except (ApiException, TimeoutError, OSError) as exc:
-                    log.warning("object sync not saved", sync=name, err=exc)
+            picked = self._next_free()
+            if picked is None:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            name, (namespace, body, deleted) = picked
+            self._writing.add(name)
+            try:
+                async with asyncio.timeout(_TIMEOUT):
+                    await (self._delete(name, namespace) if deleted else self._write(name, namespace, body))
+            except (ApiException, TimeoutError, OSError) as exc:
+                log.warning("object sync not saved", sync=name, err=exc)
+            finally:
+                self._writing.discard(name)
+                if self._backlog:
+                    self._wakeup.set()  # a record held back behind this one may go now
+
+    def _next_free(self) -> tuple[str, tuple[str, dict[str, Any], bool]] | None:
+        """The oldest backlog record not being written right now (removed from the backlog)."""
+        for name in self._backlog:
+            if name not in self._writing:
+                return name, self._backlog.pop(name)
+        return None
 
     async def _write(self, name: str, namespace: str, body: dict[str, Any]) -> None:
-        plural = "objectsyncs" if namespace else "clusterobjectsyncs"
+        """Patch the status of an existing record (the common case, one call); create it first if missing."""
         status = {"status": body.pop("status")}
+        try:
+            await self._patch_status(name, namespace, status)
+            return
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        plural = "objectsyncs" if namespace else "clusterobjectsyncs"
         try:
             if namespace:
                 await self.api.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
             else:
                 await self.api.create_cluster_custom_object(GROUP, VERSION, plural, body)
         except ApiException as exc:
-            if exc.status == 404:
+            if exc.status == 404:  # the kind itself is missing
                 self._disable()
                 return
             if exc.status != 409:
                 raise
+        await self._patch_status(name, namespace, status)
+
+    async def _patch_status(self, name: str, namespace: str, status: dict[str, Any]) -> None:
         # The client would send a dict as a JSON patch; its stubs omit the _content_type it accepts.
         merge = "application/merge-patch+json"
         if namespace:
-            await self.api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, name, status,
-                                                                 _content_type=merge)  # type: ignore[call-arg]
+            await self.api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "objectsyncs", name,
+                                                                 status, _content_type=merge)  # type: ignore[call-arg]
         else:
-            await self.api.patch_cluster_custom_object_status(GROUP, VERSION, plural, name, status,
+            await self.api.patch_cluster_custom_object_status(GROUP, VERSION, "clusterobjectsyncs", name, status,
                                                               _content_type=merge)  # type: ignore[call-arg]
 
     async def _delete(self, name: str, namespace: str) -> None:

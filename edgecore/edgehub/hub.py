@@ -40,9 +40,10 @@ from common.log import get_logger
 from common.message import Message
 from common.modules import ModuleContext
 from common.pki import KeyPair, PKIError
+from common.quic import dial_quic
 from common.reliable import Keepalive, ReconnectBackoff
 from common.resource import parse_edge_resource
-from common.transport import Connection, client_tls, dial
+from common.transport import NodeConnection, client_tls, dial
 from edgecore.edgehub.certificate import clear_config_token, ensure_edge_certificate, run_rotation
 from edgecore.edgehub.outbox_store import PersistentOutbox
 
@@ -80,7 +81,7 @@ class EdgeHubModule:
         self.outbox = outbox
         self.backoff = ReconnectBackoff()
         self.connected = asyncio.Event()
-        self._connection: Connection | None = None
+        self._connection: NodeConnection | None = None
         self._direct: asyncio.Queue[Message] | None = None  # while connected: messages sent once
         self._wakeup = asyncio.Event()
 
@@ -126,14 +127,28 @@ class EdgeHubModule:
             log.info("reconnecting with the rotated certificate", node=self.node)
             await self._connection.close("certificate rotated")
 
+    async def _dial(self) -> NodeConnection:
+        hub = self.config
+        files = Path(hub.tls_ca_file), Path(hub.tls_cert_file), Path(hub.tls_private_key_file)
+        heartbeat = float(hub.heartbeat) or None
+        if hub.quic.enable:
+            # QUIC's idle timeout notices a cut link as the WebSocket pings do: two heartbeats.
+            return await dial_quic(hub.quic.server, self.node, hub.project_id, *files,
+                                   open_timeout=float(hub.quic.handshake_timeout) or _CONNECT_ATTEMPT_TIMEOUT,
+                                   idle_timeout=2 * (heartbeat or 15.0))
+        return await dial(hub.websocket.server, self.node, hub.project_id, client_tls(*files),
+                          open_timeout=float(hub.websocket.handshake_timeout) or _CONNECT_ATTEMPT_TIMEOUT,
+                          ping_interval=heartbeat)
+
+    def _write_deadline(self) -> float:
+        hub = self.config
+        return float(hub.quic.write_deadline if hub.quic.enable else hub.websocket.write_deadline) or 15.0
+
     async def _connect_once(self, ctx: ModuleContext) -> None:
         hub = self.config
         server = hub.quic.server if hub.quic.enable else hub.websocket.server
         try:
-            tls = client_tls(Path(hub.tls_ca_file), Path(hub.tls_cert_file), Path(hub.tls_private_key_file))
-            connection = await dial(server, self.node, hub.project_id, tls,
-                                    open_timeout=float(hub.websocket.handshake_timeout) or _CONNECT_ATTEMPT_TIMEOUT,
-                                    ping_interval=float(hub.heartbeat) or None)
+            connection = await self._dial()
         except (OSError, websockets.InvalidHandshake, TimeoutError) as exc:
             log.warning("cannot connect to cloudcore", node=self.node, server=server, err=exc)
             return
@@ -168,7 +183,7 @@ class EdgeHubModule:
             with contextlib.suppress(BusError):  # that group has no module in this edgecore
                 await ctx.bus.send_to_group(group, event)
 
-    async def _downstream(self, ctx: ModuleContext, connection: Connection) -> None:
+    async def _downstream(self, ctx: ModuleContext, connection: NodeConnection) -> None:
         while True:
             try:
                 message = await connection.recv()
@@ -217,7 +232,7 @@ class EdgeHubModule:
         if ctx.bus.is_waiting(message.msg_id):
             ctx.bus.respond(message.error_response(reason))
 
-    async def _writer(self, connection: Connection) -> None:
+    async def _writer(self, connection: NodeConnection) -> None:
         direct = self._direct
         assert direct is not None
         while True:
@@ -231,15 +246,15 @@ class EdgeHubModule:
                     await asyncio.wait_for(self._wakeup.wait(), timeout)
                 continue
             for message in batch:
-                async with asyncio.timeout(float(self.config.websocket.write_deadline) or 15.0):
+                async with asyncio.timeout(self._write_deadline()):
                     await connection.send(message)
 
-    async def _heartbeat(self, connection: Connection, keepalive: Keepalive) -> None:
+    async def _heartbeat(self, connection: NodeConnection, keepalive: Keepalive) -> None:
         while True:
             await asyncio.sleep(max(0.0, keepalive.next_ping(time.monotonic()) - time.monotonic()))
             ping = Message.new(source=EdgeModule.EDGEHUB, group=Group.RESOURCE, operation=Op.KEEPALIVE,
                                resource="node", content="ping")
-            async with asyncio.timeout(float(self.config.websocket.write_deadline) or 15.0):
+            async with asyncio.timeout(self._write_deadline()):
                 await connection.send(ping)
             keepalive.pinged(time.monotonic())
 

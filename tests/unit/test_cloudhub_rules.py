@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from cloudcore.cloudhub.hub import CloudHubModule, needs_ack
 from common.config.cloudcore import CloudHub
 from common.message import Message
+from common.reliable import EnqueueResult
 
 
 def message(operation: str, resource: str, group: str = "resource", content: object = None) -> Message:
@@ -44,3 +46,28 @@ async def test_dropped_content_is_taken_again_from_the_edgecontroller_cache() ->
     assert resolved == (cached.with_resource("default/pod/p"), 42, False)
     assert hub._current("edge-1", "default/pod/gone") is None
     assert asked == ["node/edge-1/default/pod/p", "node/edge-1/default/pod/gone"]
+
+
+async def test_concurrent_first_uses_of_a_node_queue_all_see_its_acked_versions() -> None:
+    class Records:  # like ObjectSyncStore: listed once by the first caller, handed out per node
+        def __init__(self) -> None:
+            self.index: dict[str, dict[str, int]] | None = None
+
+        async def load(self, node: str) -> dict[str, int]:
+            if self.index is None:
+                self.index = {}
+                await asyncio.sleep(0.05)  # the LIST, during which another caller comes
+                self.index = {"edge-1": {"default/pod/p": 5}}
+            return self.index.pop(node, {})
+
+    hub = CloudHubModule(CloudHub(), cast(Any, None))
+    hub.syncs = cast(Any, Records())
+    acked_copy = Message.new(source="edgecontroller", group="resource", operation="update",
+                             resource="default/pod/p", content={"metadata": {}}, resource_version="5")
+
+    async def enqueue_once_loaded() -> EnqueueResult:
+        queue = await hub.load_queue("edge-1")
+        return queue.enqueue("default/pod/p", acked_copy, rv=5, delete=False)
+
+    _, result = await asyncio.gather(hub.load_queue("edge-1"), enqueue_once_loaded())
+    assert result is EnqueueResult.STALE
