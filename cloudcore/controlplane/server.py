@@ -27,6 +27,7 @@ from cloudcore.controlplane.api.kubelet import KubeletProxy
 from cloudcore.controlplane.api.objects import ObjectAPI
 from cloudcore.controlplane.api.resources import Registry
 from cloudcore.controlplane.controllers import crds, manager
+from cloudcore.controlplane.controllers.nodelifecycle import DEFAULT_GRACE
 from cloudcore.controlplane.store.store import Store
 from common import daemon, log
 from common.pki import write_atomic
@@ -47,6 +48,7 @@ class ControlPlaneOptions:
     history: int = 100_000
     compact_every: float = 300.0
     controllers: bool = True
+    node_grace_period: float = DEFAULT_GRACE
 
     @property
     def client_address(self) -> str:
@@ -97,7 +99,8 @@ async def run(options: ControlPlaneOptions, stop: asyncio.Event) -> int:
         site = web.TCPSite(runner, options.bind_address, options.bind_port, ssl_context=_tls_context(material),
                            backlog=1024)
         await site.start()
-        tasks.extend(manager.start(objects, cache.invalidate, workloads=options.controllers))
+        tasks.extend(manager.start(objects, cache.invalidate, workloads=options.controllers,
+                                   node_grace_period=options.node_grace_period))
         warm_up = asyncio.create_task(asyncio.to_thread(_warm_validators, registry), name="validator-warm-up")
         api.ready = True
         daemon.sd_notify("READY=1")
@@ -155,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how often old revisions are compacted away (default %(default)s)")
     parser.add_argument("--no-controllers", action="store_true",
                         help="serve the API (and CRDs) only, without the workload controllers: for benchmarks")
+    parser.add_argument("--node-monitor-grace-period", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
+                        help="a node silent this long turns Ready=Unknown, as kube-controller-manager's flag "
+                             "(default %(default)g)")
     parser.add_argument("--pidfile", type=Path, default=Path("/run/kubeedge/controlplane.pid"), metavar="FILE")
     log.add_verbosity_flag(parser)
     return parser
@@ -164,7 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log.setup(args.v)
     options = ControlPlaneOptions(args.data_dir.resolve(), args.bind_address, args.bind_port, tuple(args.tls_san),
-                                  args.sync, args.watch_history, args.compact_interval, not args.no_controllers)
+                                  args.sync, args.watch_history, args.compact_interval, not args.no_controllers,
+                                  args.node_monitor_grace_period)
     logger.info("starting", version=describe("cloudcore controlplane"), data_dir=str(options.data_dir))
     try:
         return daemon.run(lambda stop: run(options, stop), pidfile_path=args.pidfile)

@@ -13,7 +13,11 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 
+import pytest
+
 from tests.fixtures.cloud_edge import HEARTBEAT, KEEPALIVE_INTERVAL, CloudEdge
+
+pytestmark = pytest.mark.timeout(300)  # a 30 s partition plus hundreds of objects each way, on 2 shared cores
 
 NAMESPACE = "chaos"
 _STORED = re.compile(r'"(?:already )?stored" msg_id="[^"]+" resource="chaos/service/([^"]+)"')
