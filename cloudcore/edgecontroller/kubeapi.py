@@ -11,7 +11,7 @@ socket read timeout. Watch lines are split by hand because aiohttp's `readline` 
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any, Final
 
 import aiohttp
@@ -93,6 +93,18 @@ class KubeJSON:
 
     async def replace(self, path: str, body: Object) -> Object:
         return await self._call("PUT", path, body=body)
+
+    async def replace_status(self, path: str, read: Callable[[], Awaitable[Object]],
+                             status_of: Callable[[Object], Object], attempts: int = 3) -> Object:
+        """Read-modify-write of `path`'s status subresource; on a 409 Conflict read again and retry."""
+        for attempt in range(1, attempts + 1):
+            current = await read()
+            try:
+                return await self.replace(f"{path}/status", {**current, "status": status_of(current)})
+            except KubeError as exc:
+                if not exc.conflict or attempt == attempts:
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def patch(self, path: str, body: Object, patch_type: str = MERGE_PATCH) -> Object:
         return await self._call("PATCH", path, body=body, content_type=patch_type)

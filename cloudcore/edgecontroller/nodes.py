@@ -23,6 +23,7 @@ Upstream's behaviour (ref/protocol.md section 5, ref/config.md section 6), throu
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Final
 
 from cloudcore.edgecontroller.kinds import LEASE, NODE, Object, meta, rv_of, uid_of, with_type_meta
@@ -162,18 +163,14 @@ class NodeHandlers:
 
     async def _write_status(self, node: str, request: Object) -> Object:
         path = NODE.object_path("", node)
-        for attempt in range(1, _CONFLICT_RETRIES + 1):
-            current = await self.client.get(path)
+
+        def status_of(current: Object) -> Object:
             uid = request.get("UID")
             if uid and uid != uid_of(current):
                 raise ValueError(f"node {node}: status for uid {uid}, the Node has uid {uid_of(current)}")
-            status = merged_status(request.get("Status") or {}, current, datetime.now(UTC), self.frequency)
-            try:
-                return await self.client.replace(f"{path}/status", {**current, "status": status})
-            except KubeError as exc:
-                if not exc.conflict or attempt == _CONFLICT_RETRIES:
-                    raise
-        raise AssertionError("unreachable")
+            return merged_status(request.get("Status") or {}, current, datetime.now(UTC), self.frequency)
+
+        return await self.client.replace_status(path, partial(self.client.get, path), status_of)
 
     async def patch_status(self, res: CloudResource, message: Message) -> Message:
         try:

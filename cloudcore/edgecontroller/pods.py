@@ -15,6 +15,7 @@ A node may touch only pods bound to it (`spec.nodeName`): anything else is refus
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Final
 
 from cloudcore.edgecontroller.kinds import POD, Object, meta, uid_of
@@ -27,7 +28,6 @@ from common.resource import CloudResource
 
 log = get_logger("edgecontroller")
 
-_CONFLICT_RETRIES: Final = 3
 _FINISHED_PHASES: Final = ("Succeeded", "Failed")
 
 
@@ -86,17 +86,13 @@ class PodHandlers:
             await self._end_if_finished(res, pod, message)
 
     async def _write_status(self, res: CloudResource, name: str, uid: str, status: Object) -> Object:
-        path = POD.object_path(res.namespace, name)
-        for attempt in range(1, _CONFLICT_RETRIES + 1):
-            pod = await self._own_pod(res, name)
+        def status_of(pod: Object) -> Object:
             if uid and uid != uid_of(pod):
                 raise Refused(f"pod {res.namespace}/{name}: status for uid {uid}, the pod has uid {uid_of(pod)}")
-            try:
-                return await self.client.replace(f"{path}/status", {**pod, "status": status})
-            except KubeError as exc:
-                if not exc.conflict or attempt == _CONFLICT_RETRIES:
-                    raise
-        raise AssertionError("unreachable")
+            return status
+
+        return await self.client.replace_status(POD.object_path(res.namespace, name),
+                                                partial(self._own_pod, res, name), status_of)
 
     async def patch_status(self, res: CloudResource, message: Message) -> Message:
         try:
