@@ -9,6 +9,7 @@ import asyncio
 
 from cloudcore import kube
 from cloudcore.cloudhub.hub import CloudHubModule
+from cloudcore.dynamiccontroller.module import DynamicControllerModule
 from cloudcore.edgecontroller import EdgeControllerModule
 from common import daemon
 from common.bus import ModuleBus
@@ -38,6 +39,8 @@ async def run(config: CloudCoreConfig, stop: asyncio.Event) -> int:
             modules.append(CloudHubModule(config.modules.cloud_hub, client, lookup))
         if config.modules.edge_controller.enable:
             modules.append(edgecontroller)
+        if config.modules.dynamic_controller.enable:
+            modules.append(DynamicControllerModule(client))
         daemon.sd_notify("READY=1")
         log.info("cloudcore started", modules=",".join(m.name for m in modules))
         return await run_modules(ModuleBus(), modules, stop)

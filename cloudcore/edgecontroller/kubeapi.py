@@ -112,13 +112,18 @@ class KubeJSON:
     async def delete(self, path: str, body: Object | None = None) -> Object:
         return await self._call("DELETE", path, body=body or {"kind": "DeleteOptions", "apiVersion": "v1"})
 
+    async def request(self, method: str, path: str, query: Mapping[str, str] | None = None, *,
+                      body: Any = None, content_type: str = JSON) -> Object:
+        """Any call, e.g. a write relayed for an edge client with its own query options and patch type."""
+        return await self._call(method, path, query, body=body, content_type=content_type)
+
     async def _call(
         self,
         method: str,
         path: str,
         query: Mapping[str, str] | None = None,
         *,
-        body: Object | None = None,
+        body: Any = None,
         content_type: str = JSON,
     ) -> Object:
         response = await self._open(method, path, query, body, content_type, self.timeout)
@@ -167,7 +172,7 @@ class KubeJSON:
         method: str,
         path: str,
         query: Mapping[str, str] | None,
-        body: Object | None,
+        body: Any,
         content_type: str,
         timeout: float | aiohttp.ClientTimeout,
     ) -> Any:

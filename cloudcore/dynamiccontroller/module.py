@@ -1,0 +1,93 @@
+"""The DynamicController module: carries out the Applications edge MetaServers send (ref/devices-groups.md 5.2).
+
+CloudHub routes every message from source `metaserver` here with the node prefix on its resource; the
+node is that prefix (its certificate), never the Application's `Nodename`. Each Application becomes one
+API request through cloudcore's client (application.py says which, and what a node may not write);
+the answer goes back to the node as a `response` whose parent is the request, which the edge's bus
+hands to the waiting MetaServer request. At most `CONCURRENCY` requests are in flight; every one has
+the client's timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Final
+
+from kubernetes_asyncio.client import ApiClient
+
+from cloudcore.dynamiccontroller.application import ApplicationError, api_call, approved, failed, rejected
+from cloudcore.edgecontroller.kubeapi import KubeError, KubeJSON
+from cloudcore.edgecontroller.messages import status_body
+from common.constants import CloudModule, Group, Op
+from common.errors import BusError, ResourceError
+from common.log import get_logger
+from common.message import Message
+from common.modules import ModuleContext
+from common.resource import node_of
+
+log = get_logger("dynamiccontroller")
+
+CONCURRENCY: Final = 32
+
+
+class DynamicControllerModule:
+    name = CloudModule.DYNAMICCONTROLLER
+    group = CloudModule.DYNAMICCONTROLLER
+
+    def __init__(self, kube: ApiClient) -> None:
+        self.client = KubeJSON(kube)
+        self._slots = asyncio.Semaphore(CONCURRENCY)
+
+    async def run(self, ctx: ModuleContext) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            while True:
+                message = await ctx.mailbox.get()
+                await self._slots.acquire()
+                tasks.create_task(self._serve(ctx, message))
+
+    async def _serve(self, ctx: ModuleContext, message: Message) -> None:
+        try:
+            answer = await self._answer(message)
+            if answer is not None:
+                await ctx.bus.send(CloudModule.CLOUDHUB, answer)
+        except BusError as exc:
+            log.warning("answer not handed to cloudhub", msg_id=message.msg_id, err=exc)
+        finally:
+            self._slots.release()
+
+    async def _answer(self, message: Message) -> Message | None:
+        try:
+            node = node_of(message.resource)
+        except ResourceError as exc:
+            log.warning("application without a node dropped", msg_id=message.msg_id, err=exc)
+            return None
+        app = message.content
+        if not isinstance(app, dict):
+            log.warning("message that is not an application dropped", node=node, msg_id=message.msg_id)
+            return None
+        return _reply(message, await self._apply(node, message.msg_id, app))
+
+    async def _apply(self, node: str, msg_id: str, app: dict[str, Any]) -> dict[str, Any]:
+        try:
+            call = api_call(app, node)
+        except ApplicationError as exc:
+            log.warning("application refused", node=node, msg_id=msg_id, verb=app.get("Verb"), key=app.get("Key"),
+                        reason=str(exc))
+            return rejected(app, {"metadata": {}, "status": "Failure", "reason": "Forbidden", "code": 403,
+                                  "message": str(exc)})
+        try:
+            obj = await self.client.request(call.method, call.path, call.query, body=call.body,
+                                            content_type=call.content_type)
+        except KubeError as exc:
+            if exc.unreachable:
+                return failed(app, str(exc))
+            log.v(2).info("application rejected by the API", node=node, msg_id=msg_id, path=call.path,
+                          code=exc.status)
+            return rejected(app, status_body(exc)["ErrStatus"])
+        log.v(2).info("application applied", node=node, msg_id=msg_id, verb=app.get("Verb"), path=call.path)
+        return approved(app, obj)
+
+
+def _reply(request: Message, app: dict[str, Any]) -> Message:
+    return Message.new(source=CloudModule.DYNAMICCONTROLLER, group=Group.META, operation=Op.RESPONSE,
+                       resource=request.resource, content=app, parent_msg_id=request.msg_id)
