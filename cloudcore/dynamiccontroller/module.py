@@ -1,4 +1,5 @@
-"""The DynamicController module: carries out the Applications edge MetaServers send (ref/devices-groups.md 5.2).
+"""The DynamicController module: carries out the Applications edge MetaServers send (ref/devices-groups.md 5.2):
+reads and writes through the API, and watch subscriptions (subscriptions.py).
 
 CloudHub routes every message from source `metaserver` here with the node prefix on its resource; the
 node is that prefix (its certificate), never the Application's `Nodename`. Each Application becomes one
@@ -15,9 +16,18 @@ from typing import Any, Final
 
 from kubernetes_asyncio.client import ApiClient
 
-from cloudcore.dynamiccontroller.application import ApplicationError, api_call, approved, failed, rejected
+from cloudcore.dynamiccontroller.application import (
+    ApplicationError,
+    api_call,
+    approved,
+    failed,
+    rejected,
+    watch_target,
+)
+from cloudcore.dynamiccontroller.subscriptions import Resource, Subscriptions
 from cloudcore.edgecontroller.kubeapi import KubeError, KubeJSON
 from cloudcore.edgecontroller.messages import status_body
+from cloudcore.edgecontroller.sender import Sender
 from common.constants import CloudModule, Group, Op
 from common.errors import BusError, ResourceError
 from common.log import get_logger
@@ -37,9 +47,11 @@ class DynamicControllerModule:
     def __init__(self, kube: ApiClient) -> None:
         self.client = KubeJSON(kube)
         self._slots = asyncio.Semaphore(CONCURRENCY)
+        self._subscriptions: Subscriptions | None = None
 
     async def run(self, ctx: ModuleContext) -> None:
         async with asyncio.TaskGroup() as tasks:
+            self._subscriptions = Subscriptions(self.client, Sender(ctx.bus).send, tasks)
             while True:
                 message = await ctx.mailbox.get()
                 await self._slots.acquire()
@@ -68,13 +80,14 @@ class DynamicControllerModule:
         return _reply(message, await self._apply(node, message.msg_id, app))
 
     async def _apply(self, node: str, msg_id: str, app: dict[str, Any]) -> dict[str, Any]:
+        if app.get("Verb") == "watch":
+            return await self._subscribe(node, msg_id, app)
         try:
             call = api_call(app, node)
         except ApplicationError as exc:
             log.warning("application refused", node=node, msg_id=msg_id, verb=app.get("Verb"), key=app.get("Key"),
                         reason=str(exc))
-            return rejected(app, {"metadata": {}, "status": "Failure", "reason": "Forbidden", "code": 403,
-                                  "message": str(exc)})
+            return rejected(app, _forbidden(str(exc)))
         try:
             obj = await self.client.request(call.method, call.path, call.query, body=call.body,
                                             content_type=call.content_type)
@@ -86,6 +99,23 @@ class DynamicControllerModule:
             return rejected(app, status_body(exc)["ErrStatus"])
         log.v(2).info("application applied", node=node, msg_id=msg_id, verb=app.get("Verb"), path=call.path)
         return approved(app, obj)
+
+
+    async def _subscribe(self, node: str, msg_id: str, app: dict[str, Any]) -> dict[str, Any]:
+        assert self._subscriptions is not None  # made by run() before any message is served
+        try:
+            (group, version, plural), namespace = watch_target(app, node)
+            await self._subscriptions.subscribe(node, Resource(group, version, plural), namespace)
+        except ApplicationError as exc:
+            log.warning("watch refused", node=node, msg_id=msg_id, key=app.get("Key"), reason=str(exc))
+            return rejected(app, _forbidden(str(exc)))
+        except KubeError as exc:
+            return failed(app, str(exc)) if exc.unreachable else rejected(app, status_body(exc)["ErrStatus"])
+        return approved(app, {})
+
+
+def _forbidden(message: str) -> dict[str, Any]:
+    return {"metadata": {}, "status": "Failure", "reason": "Forbidden", "code": 403, "message": message}
 
 
 def _reply(request: Message, app: dict[str, Any]) -> Message:

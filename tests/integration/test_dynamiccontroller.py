@@ -72,3 +72,47 @@ async def test_writes_are_applied_and_refusals_answered(controlplane: ControlPla
         _, answer = await ask(bus, cloudhub, application("delete", "/core/v1/configmaps/default/from-edge"))
         assert answer["Status"] == "Approved"
         assert controlplane.kubectl("get", "configmap", "from-edge", check=False).returncode != 0
+
+
+def deployment(name: str) -> str:
+    return json.dumps({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "dyn"},
+                       "spec": {"replicas": 0, "selector": {"matchLabels": {"app": name}},
+                                "template": {"metadata": {"labels": {"app": name}},
+                                             "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}})
+
+
+async def next_push(cloudhub: Mailbox) -> Message:
+    async with asyncio.timeout(10):
+        while True:
+            message = await cloudhub.get()
+            if message.operation != "response":
+                return message
+
+
+async def test_reads_and_watch_subscriptions_for_kinds_the_node_does_not_sync(
+        controlplane: ControlPlaneProcess) -> None:
+    controlplane.kubectl("create", "namespace", "dyn")
+    controlplane.kubectl("apply", "-f", "-", input_text=deployment("one"))
+    async with running(controlplane) as (bus, cloudhub):
+        _, answer = await ask(bus, cloudhub, application("get", "/apps/v1/deployments/dyn/one"))
+        assert decode_bytes(answer["RespBody"])["metadata"]["name"] == "one"
+        _, answer = await ask(bus, cloudhub, application("list", "/apps/v1/deployments/dyn"))
+        assert [d["metadata"]["name"] for d in decode_bytes(answer["RespBody"])["items"]] == ["one"]
+        _, answer = await ask(bus, cloudhub, application("get", "/core/v1/secrets/kube-system/anything"))
+        assert answer["Error"]["ErrStatus"]["code"] == 403
+
+        watch = Message.new(source="metaserver", group="dynamiccontroller", operation="null",
+                            resource="node/edge-a/null", content=application("watch", "/apps/v1/deployments/dyn"))
+        await bus.send("dynamiccontroller", watch)
+        first = await next_push(cloudhub)
+        assert (first.resource, first.operation) == ("node/edge-a/dyn/deployment/one", "insert")
+        controlplane.kubectl("apply", "-f", "-", input_text=deployment("two"))
+        second = await next_push(cloudhub)
+        assert (second.resource, second.operation, second.source) == (
+            "node/edge-a/dyn/deployment/two", "insert", "dynamiccontroller")
+        assert second.header.resource_version == second.content["metadata"]["resourceVersion"]
+        controlplane.kubectl("delete", "deployment", "one", "-n", "dyn")
+        gone = await next_push(cloudhub)
+        while gone.operation == "update":  # the deployment controller may touch it first
+            gone = await next_push(cloudhub)
+        assert (gone.resource, gone.operation) == ("node/edge-a/dyn/deployment/one", "delete")
