@@ -47,7 +47,8 @@ def test_a_patch_carries_its_type_and_raw_data() -> None:
     ("update", "/core/v1/nodes/null/other-node"),
     ("delete", "/core/v1/nodes/null/e1"),
     ("patch", "/coordination.k8s.io/v1/leases/kube-node-lease/other-node"),
-    ("get", "/core/v1/pods/default/p"),
+    ("escalate", "/core/v1/pods/default/p"),
+    ("get", "/core/v1/secrets/default/s"),
     ("create", "/core/v1"),
 ])
 def test_another_nodes_node_or_lease_and_malformed_requests_are_refused(verb: str, key: str) -> None:
