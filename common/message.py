@@ -16,8 +16,8 @@ Known gap: a float outside [1e-6, 1e16) is formatted as Python does (`1e-05`) wh
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from typing import Any, Final, NamedTuple
 
 import orjson
@@ -39,8 +39,14 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+_VARIANT: Final = "89ab"
+
+
 def new_msg_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID string, as upstream's msg ids; 3x faster than str(uuid.uuid4()), which
+    was the cloud's largest single cost per message (profiled)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 # NamedTuples, not dataclasses: decode builds three per message, and a tuple is built 3x faster

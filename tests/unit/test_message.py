@@ -145,3 +145,15 @@ def test_arbitrary_bytes_either_decode_or_raise_decode_error(data: bytes) -> Non
 def test_arbitrary_json_objects_never_escape_as_other_errors(obj: dict[str, object]) -> None:
     with contextlib.suppress(MessageDecodeError):
         decode(json.dumps(obj).encode())
+
+
+def test_msg_ids_are_random_version_4_uuids() -> None:
+    import uuid
+
+    from common.message import new_msg_id
+
+    ids = [new_msg_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
