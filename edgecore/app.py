@@ -2,7 +2,8 @@
 
 Modules join the list below as they are built (edged, eventbus, devicetwin). The edge database is
 one SQLite file (`database.dataSource`); MetaManager's `meta` table and EdgeHub's `outbox` each use
-their own connection to it (WAL), so their transactions never interleave.
+their own connection to it (WAL), so their transactions never interleave; MetaServer, when enabled,
+reads it through a third, read-only one and follows MetaManager's change feed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from edgecore.edgehub.hub import EdgeHubModule
 from edgecore.edgehub.outbox_store import PersistentOutbox
 from edgecore.metamanager.module import MetaManagerModule
 from edgecore.metamanager.store import MetaStore
+from edgecore.metaserver.server import MetaServerModule
 
 log = get_logger("edgecore")
 
@@ -49,8 +51,14 @@ async def run(config: EdgeCoreConfig, stop: asyncio.Event) -> int:
         log.v(2).info("edge database ready", path=config.database.data_source, objects=len(store),
                       outbox=outbox.stats.pending)
         modules: list[Module] = []
-        if config.modules.meta_manager.enable:
-            modules.append(MetaManagerModule(config.modules.meta_manager, store))
+        meta_config = config.modules.meta_manager
+        if meta_config.enable:
+            meta = MetaManagerModule(meta_config, store)
+            modules.append(meta)
+            if meta_config.meta_server.enable:  # it serves MetaManager's store and change feed
+                modules.append(MetaServerModule(meta_config.meta_server, meta, Path(config.database.data_source), node))
+        elif meta_config.meta_server.enable:
+            log.warning("metaServer.enable ignored: MetaServer needs metaManager.enable")
         if config.modules.edged.enable:
             modules.append(EdgedModule(config.modules.edged))
         if config.modules.edge_hub.enable:

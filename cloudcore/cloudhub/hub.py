@@ -64,6 +64,7 @@ def needs_ack(message: Message) -> bool:
 # `node/<node>/<ns>/<type>/<name>` -> that object's current message (the edgecontroller's caches).
 Lookup: TypeAlias = Callable[[str], Message | None]
 
+_METASERVER: Final = "metaserver"  # source of edge MetaServer Applications
 _SENT_MEMORY: Final = 1024  # per node: written messages kept until ACKed, to record their ObjectSync
 
 
@@ -228,23 +229,31 @@ class CloudHubModule:
         if message.source in CLOUD_MODULES:
             log.warning("message claiming a cloud source dropped", node=node, msg_id=message.msg_id)
             return
-        try:
-            resource = parse_edge_resource(message.resource)
-        except ResourceError as exc:
-            log.warning("message with a bad resource refused", node=node, msg_id=message.msg_id, err=exc)
-            return
-        if resource.type in _NODE_SCOPED_TYPES and resource.name and resource.name != node:
-            log.warning("message for another node's resource refused", node=node, msg_id=message.msg_id,
-                        resource=message.resource)
+        if message.source != _METASERVER and not self._own_resource(node, message):
             return
         routed = message.with_resource(add_node_prefix(node, message.resource))
-        target = {"twin": CloudModule.DEVICECONTROLLER, "metaserver": CloudModule.DYNAMICCONTROLLER}.get(
+        target = {"twin": CloudModule.DEVICECONTROLLER, _METASERVER: CloudModule.DYNAMICCONTROLLER}.get(
             message.source, CloudModule.EDGECONTROLLER)
         assert self._ctx is not None
         try:
             await self._ctx.bus.send_to_group(target, routed)
         except BusError as exc:
             log.v(2).info("upstream message not delivered", node=node, msg_id=message.msg_id, target=target, err=exc)
+
+    @staticmethod
+    def _own_resource(node: str, message: Message) -> bool:
+        """A well-formed resource, and not another node's Node or Lease. (A MetaServer's Application has
+        resource `null`; the dynamiccontroller checks what it asks for.)"""
+        try:
+            resource = parse_edge_resource(message.resource)
+        except ResourceError as exc:
+            log.warning("message with a bad resource refused", node=node, msg_id=message.msg_id, err=exc)
+            return False
+        if resource.type in _NODE_SCOPED_TYPES and resource.name and resource.name != node:
+            log.warning("message for another node's resource refused", node=node, msg_id=message.msg_id,
+                        resource=message.resource)
+            return False
+        return True
 
     async def _writer(self, session: _Session) -> None:
         connection, queue = session.connection, self.queue_of(session.connection.node)

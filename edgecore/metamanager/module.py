@@ -9,6 +9,9 @@ Edge to cloud: messages from other edge modules go on to EdgeHub unchanged (same
 cloud's reply reaches the sender directly through the bus). Queries (`query`) are answered here:
 from the cloud while connected (the answer is stored too), from SQLite when not or when the cloud
 fails to answer in `remoteQueryTimeout`.
+
+Every committed change is published on `events` (an `EventHub`) right after the commit, for MetaServer's
+watches; `cloud_connected` tells MetaServer whether a write can reach the cloud.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from common.log import get_logger
 from common.message import Message
 from common.modules import ModuleContext
 from common.resource import parse_edge_resource
+from edgecore.metamanager.events import EventHub
 from edgecore.metamanager.store import MetaChange, MetaStore, parse_rv
 
 log = get_logger("metamanager")
@@ -45,10 +49,11 @@ class MetaManagerModule:
     name = EdgeModule.METAMANAGER
     group = Group.META
 
-    def __init__(self, config: MetaManagerConfig, store: MetaStore) -> None:
+    def __init__(self, config: MetaManagerConfig, store: MetaStore, events: EventHub | None = None) -> None:
         self.config = config
         self.store = store
-        self.cloud_connected = False
+        self.events = events if events is not None else EventHub()
+        self.cloud_connected = False  # as EdgeHub last announced it
         self._queries = asyncio.Semaphore(_QUERY_CONCURRENCY)
 
     async def run(self, ctx: ModuleContext) -> None:
@@ -78,8 +83,9 @@ class MetaManagerModule:
                 continue
             changes.append(change)
             accepted.append(message)
-        written = await self.store.apply(changes)
-        for message, fresh in zip(accepted, written, strict=True):
+        applied = await self.store.apply(changes)
+        self.events.publish(applied.events)
+        for message, fresh in zip(accepted, applied.written, strict=True):
             log.v(4).info("stored" if fresh else "already stored", msg_id=message.msg_id,
                           resource=message.resource, operation=message.operation, rv=message.header.resource_version)
             await self._to_cloud(ctx, message.response("OK"))
@@ -129,7 +135,7 @@ class MetaManagerModule:
             return query.error_response(str(reply.content))
         change = _object_change(query.resource, reply.content)
         if change is not None:
-            await self.store.apply([change])
+            self.events.publish((await self.store.apply([change])).events)
         return query.response(reply.content)
 
     async def _query_local(self, query: Message) -> Message:
@@ -150,7 +156,10 @@ def _change_of(message: Message) -> MetaChange | None:
         except ResourceError as exc:
             log.warning("delete with a bad resource ACKed unstored", msg_id=message.msg_id, err=exc)
             return None
-        return MetaChange(message.resource, resource.type, None)
+        metadata = message.content.get("metadata") if isinstance(message.content, dict) else None
+        rv = parse_rv(message.header.resource_version) or (
+            parse_rv(metadata.get("resourceVersion")) if isinstance(metadata, dict) else None)
+        return MetaChange(message.resource, resource.type, None, rv)
     change = _object_change(message.resource, message.content, message.header.resource_version)
     if change is None:
         log.warning("object without a valid resource or content ACKed unstored", msg_id=message.msg_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -28,7 +29,8 @@ def scratch_env(base: Path, tag: str, mqtt_port: int) -> dict[str, str]:
     return {"KE_ETC": str(base / "etc"), "KE_VAR": str(base / "var"), "KE_LOGS": str(base / "log"),
             "KE_RUN": str(base / "run"), "KE_CTD_TAG": tag, "KE_MQTT_PORT": str(mqtt_port),
             "KE_NODE_NAME": f"qs-{tag}", "KE_APISERVER_PORT": str(free_port()),
-            "KE_CLOUDHUB_PORT": str(free_port()), "KE_CLOUDHUB_HTTPS_PORT": str(free_port())}
+            "KE_CLOUDHUB_PORT": str(free_port()), "KE_CLOUDHUB_HTTPS_PORT": str(free_port()),
+            "KE_METASERVER_PORT": str(free_port())}
 
 
 def test_quickstart_up_up_down_down_leaves_nothing_behind(state_dir: Path, run_id: str) -> None:
@@ -42,7 +44,7 @@ def test_quickstart_up_up_down_down_leaves_nothing_behind(state_dir: Path, run_i
         for name in ("containerd", "mosquitto", "controlplane", "cloudcore", "edgecore"):
             assert f"{name}: running pid" in first, first
         assert f"export KUBECONFIG={base}/etc/admin.kubeconfig" in first
-        assert "kube-node-lease" in first  # kubectl get namespaces through the admin kubeconfig
+        assert re.search(rf"^\s+qs-q{run_id}\s+Ready\s+agent,edge\s", first, re.MULTILINE), first  # get nodes
         assert "objectsyncs.reliablesyncs.kubeedge.io created" in first
         assert "docker.io/local/busybox:1.0" in first and "docker.io/local/pause:1.0" in first
         pids = {name: PidRecord.read(path) for name, path in pidfiles.items()}

@@ -40,16 +40,19 @@ def rows(path: Path) -> dict[str, str]:
 async def test_store_writes_a_batch_in_order_and_skips_stale_versions(sqlite_path: Path) -> None:
     store = await MetaStore.open(sqlite_path)
     try:
-        written = await store.apply([
+        applied = await store.apply([
             MetaChange("default/pod/a", "pod", '{"v": 1}', 5),
             MetaChange("default/pod/a", "pod", '{"v": 2}', 7),
             MetaChange("default/pod/a", "pod", '{"v": 0}', 6),  # older than what this batch wrote
             MetaChange("default/configmap/c", "configmap", '{"v": 1}', 3),
         ])
-        assert written == [True, True, False, True]
+        assert applied.written == [True, True, False, True]
+        assert [(e.seq, e.key, e.event, e.rv) for e in applied.events] == [
+            (1, "default/pod/a", "ADDED", 5), (2, "default/pod/a", "MODIFIED", 7),
+            (3, "default/configmap/c", "ADDED", 3)]
         assert await store.get("default/pod/a") == '{"v": 2}'
         assert store.resource_version("default/pod/a") == 7
-        assert await store.apply([MetaChange("default/pod/a", "pod", '{"v": 9}', 7)]) == [False]
+        assert (await store.apply([MetaChange("default/pod/a", "pod", '{"v": 9}', 7)])).written == [False]
     finally:
         await store.close()
     assert rows(sqlite_path) == {"default/pod/a": "pod", "default/configmap/c": "configmap"}
@@ -63,7 +66,11 @@ async def test_store_index_is_rebuilt_on_open_and_pod_delete_removes_its_podpatc
     store = await MetaStore.open(sqlite_path)
     try:
         assert store.resource_version("default/pod/a") == 12
-        assert await store.apply([MetaChange("default/pod/a", "pod", None)]) == [True]
+        applied = await store.apply([MetaChange("default/pod/a", "pod", None, 15)])
+        assert applied.written == [True]
+        (deleted,) = applied.events  # the last stored pod, carrying the delete's resourceVersion
+        assert (deleted.event, deleted.rv, deleted.value) == ("DELETED", 15, '{"metadata":{"resourceVersion":"15"}}')
+        assert (await store.apply([MetaChange("default/pod/a", "pod", None)])).events == []
         assert store.resource_version("default/pod/a") is None
         assert await store.list_type("pod") == []
     finally:
@@ -194,3 +201,19 @@ async def test_outbox_rows_survive_a_reopen_in_order_with_their_msg_ids(sqlite_p
     with contextlib.closing(sqlite3.connect(sqlite_path)) as db:
         assert [tuple(r) for r in db.execute("SELECT key, msg_id, message FROM outbox")] == [
             ("b", second.msg_id, encode(second))]
+
+
+async def test_event_log_is_trimmed_to_its_limit_and_numbered_on_across_a_reopen(sqlite_path: Path) -> None:
+    store = await MetaStore.open(sqlite_path, event_log_limit=3)
+    await store.apply([MetaChange(f"default/pod/p{i}", "pod", f'{{"n": {i}}}', 10 + i) for i in range(5)])
+    await store.close()
+    store = await MetaStore.open(sqlite_path, event_log_limit=3)
+    try:
+        applied = await store.apply([MetaChange("default/pod/p0", "pod", None, 20)])
+        assert [(e.seq, e.event, e.rv, e.value) for e in applied.events] == [(6, "DELETED", 20, '{"n": 0}')]
+    finally:
+        await store.close()
+    with contextlib.closing(sqlite3.connect(sqlite_path)) as db:
+        logged = [tuple(r) for r in db.execute("SELECT seq, key, event, rv FROM meta_events ORDER BY seq")]
+    assert logged == [(4, "default/pod/p3", "ADDED", 13), (5, "default/pod/p4", "ADDED", 14),
+                      (6, "default/pod/p0", "DELETED", 20)]
