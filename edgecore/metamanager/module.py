@@ -25,16 +25,19 @@ from common.config.edgecore import MetaManager as MetaManagerConfig
 from common.constants import (
     CLOUD_CONNECTED,
     CLOUD_MODULES,
+    NAMESPACE_CLUSTER_SCOPED,
+    NAMESPACE_NODE_DELETE,
     RESOURCE_CLOUD_CONNECTION,
     EdgeModule,
     Group,
     Op,
+    ResourceType,
 )
 from common.errors import BusError, ResourceError
 from common.log import get_logger
 from common.message import Message
 from common.modules import ModuleContext
-from common.resource import parse_edge_resource
+from common.resource import build_edge_resource, parse_edge_resource
 from edgecore.metamanager.events import EventHub
 from edgecore.metamanager.store import MetaChange, MetaStore, parse_rv
 
@@ -159,7 +162,11 @@ def _change_of(message: Message) -> MetaChange | None:
         metadata = message.content.get("metadata") if isinstance(message.content, dict) else None
         rv = parse_rv(message.header.resource_version) or (
             parse_rv(metadata.get("resourceVersion")) if isinstance(metadata, dict) else None)
-        return MetaChange(message.resource, resource.type, None, rv)
+        key = message.resource
+        if resource.type == ResourceType.NODE and resource.namespace == NAMESPACE_NODE_DELETE:
+            # Upstream deletes a Node as `namespace/node/<n>`; it was stored under its insert's `null/node/<n>`.
+            key = build_edge_resource(NAMESPACE_CLUSTER_SCOPED, ResourceType.NODE, resource.name)
+        return MetaChange(key, resource.type, None, rv)
     change = _object_change(message.resource, message.content, message.header.resource_version)
     if change is None:
         log.warning("object without a valid resource or content ACKed unstored", msg_id=message.msg_id,

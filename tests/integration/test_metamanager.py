@@ -217,3 +217,14 @@ async def test_event_log_is_trimmed_to_its_limit_and_numbered_on_across_a_reopen
         logged = [tuple(r) for r in db.execute("SELECT seq, key, event, rv FROM meta_events ORDER BY seq")]
     assert logged == [(4, "default/pod/p3", "ADDED", 13), (5, "default/pod/p4", "ADDED", 14),
                       (6, "default/pod/p0", "DELETED", 20)]
+
+
+async def test_a_node_delete_in_upstreams_form_removes_the_stored_node(sqlite_path: Path) -> None:
+    async with running(sqlite_path) as (bus, hub, _store):
+        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "e1", "resourceVersion": "3"}}
+        await bus.send_to_group(Group.META, cloud(Op.INSERT, "null/node/e1", node, "3"))
+        await next_for_cloud(hub)
+        assert rows(sqlite_path) == {"null/node/e1": "node"}
+        await bus.send_to_group(Group.META, cloud(Op.DELETE, "namespace/node/e1", node, "4"))
+        await next_for_cloud(hub)
+        assert rows(sqlite_path) == {}
