@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cloudcore.controlplane import masterservice
 from cloudcore.controlplane import pki as cp_pki
 from cloudcore.controlplane.api import openapi, validation
 from cloudcore.controlplane.api.auth import TokenFile
@@ -91,6 +92,8 @@ async def run(options: ControlPlaneOptions, stop: asyncio.Event) -> int:
         objects = ObjectAPI(store, registry)
         crds.serve_existing(objects)
         await objects.ensure_system_namespaces()
+        host, _, port = options.client_address.rpartition(":")
+        await masterservice.ensure(objects, host, int(port))
         cache = openapi.OpenAPICache(registry)
         api = APIServer(objects, registry, TokenFile(data_dir / "tokens.csv"), options.client_address, cache,
                         kubelets)

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from cloudcore.edgecontroller.filters import for_edge
 from cloudcore.edgecontroller.kinds import NODE, name_of, resource_namespace, rv_of, with_type_meta
 from cloudcore.edgecontroller.kubeapi import KubeError
 from cloudcore.edgecontroller.planner import Push
@@ -39,7 +40,7 @@ def push_message(push: Push) -> Message:
         group=Group.RESOURCE,
         operation=push.operation,
         resource=resource,
-        content=with_type_meta(push.kind, push.obj),
+        content=with_type_meta(push.kind, for_edge(push.kind, push.obj)),
         resource_version=rv_of(push.obj),
     )
 

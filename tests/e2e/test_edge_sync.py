@@ -69,3 +69,16 @@ def test_a_node_gets_its_pods_and_what_they_use_and_nothing_else(cloud_edge: Clo
     assert edge_keys(rig) == expected  # never the other node's pod, Secret or ConfigMap
     refused = rig.edge_kubectl("get", "secret", "theirs", "-n", NAMESPACE)
     assert refused.returncode != 0 and "NotFound" in refused.stderr
+
+
+def test_the_kubernetes_endpointslice_points_edge_pods_at_their_metaserver(cloud_edge: CloudEdge) -> None:
+    rig = cloud_edge
+    cloud = json.loads(rig.plane.kubectl("get", "endpointslice", "kubernetes", "-n", "default", "-o", "json").stdout)
+    assert cloud["ports"][0]["port"] == 6443
+    shown = {}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not shown:
+        result = rig.edge_kubectl("get", "endpointslice", "kubernetes", "-n", "default", "-o", "json")
+        shown = json.loads(result.stdout) if result.returncode == 0 else {}
+        time.sleep(0.3)
+    assert shown["endpoints"][0]["addresses"] == ["127.0.0.1"] and shown["ports"][0]["port"] == 10550
