@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 from tests.fixtures.cloud_edge import CloudEdge
 
@@ -75,7 +76,7 @@ def test_the_kubernetes_endpointslice_points_edge_pods_at_their_metaserver(cloud
     rig = cloud_edge
     cloud = json.loads(rig.plane.kubectl("get", "endpointslice", "kubernetes", "-n", "default", "-o", "json").stdout)
     assert cloud["ports"][0]["port"] == 6443
-    shown = {}
+    shown: dict[str, Any] = {}
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not shown:
         result = rig.edge_kubectl("get", "endpointslice", "kubernetes", "-n", "default", "-o", "json")
