@@ -1,1 +1,1 @@
-"""DynamicController: what edge MetaServers ask of the cloud (writes now; subscriptions to other kinds next)."""
+"""DynamicController: what edge MetaServers ask of the cloud (reads, writes, watch subscriptions, discovery)."""

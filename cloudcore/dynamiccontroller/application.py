@@ -1,12 +1,8 @@
-"""Upstream's "Application": how an edge MetaServer asks the cloud to act for it (pure: parse and answer).
+"""What an edge MetaServer's Application asks of the API (pure: which request, and what a node may not ask).
 
-An Application (content of a message from source `metaserver`) names the request by `Key`
-(`/<group|core>/<version>/<resource>[/<namespace|null>[/<name>]]`), `Verb` (get, list, watch, create,
-update, updatestatus, patch, delete), `Subresource`, and carries `Option` (the request options) and `ReqBody`
-(the object, or for a patch upstream's PatchInfo `{"Name","PatchType","Data","Options","Subresources"}`)
-as JSON bytes, which Go marshals as base64. The answer is the same Application with `Status` Approved and
-`RespBody` (the resulting object, base64 JSON), Rejected and `Error.ErrStatus` (the API's Status), or
-Failed and `Reason`.
+The Application's wire shape (Key, Verb, Go []byte fields, the answer states) is `common/application.py`,
+shared with the edge. Here: the API request each verb becomes (get, list, create, update, updatestatus,
+patch, delete; `watch` and our `discover` are served by subscriptions.py and discovery.py).
 
 Node restriction: a node writes its own Node and its own Lease only, like the kubelet under the
 NodeRestriction admission plugin, and reads no Secrets this way (the edgecontroller sends those its pods
@@ -21,22 +17,22 @@ from typing import Any, Final
 
 import orjson
 
+from common.application import ApplicationError as ApplicationError
+from common.application import Key, Verb
+from common.application import approved as approved
+from common.application import decode_bytes as decode_bytes
+from common.application import failed as failed
+from common.application import rejected as rejected
 from common.constants import NODE_LEASE_NAMESPACE
 
-_CORE: Final = "core"
-_NULL: Final = "null"
 _JSON: Final = "application/json"
-_METHODS: Final = {"create": "POST", "update": "PUT", "updatestatus": "PUT", "patch": "PATCH", "delete": "DELETE",
-                   "get": "GET", "list": "GET"}
+_METHODS: Final = {Verb.CREATE: "POST", Verb.UPDATE: "PUT", Verb.UPDATESTATUS: "PUT", Verb.PATCH: "PATCH",
+                   Verb.DELETE: "DELETE", Verb.GET: "GET", Verb.LIST: "GET"}
 _LIST_OPTIONS: Final = ("labelSelector", "fieldSelector", "limit", "continue", "resourceVersion")
 # A node reads its Secrets through the edgecontroller, which sends only those its pods use.
 _UNREADABLE: Final = frozenset({"secrets"})
 _QUERY_OPTIONS: Final = ("dryRun", "fieldManager", "fieldValidation", "force", "gracePeriodSeconds",
                          "propagationPolicy")
-
-
-class ApplicationError(ValueError):
-    """The Application cannot be carried out as asked (malformed, or not this node's to write)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,74 +44,55 @@ class ApiCall:
     content_type: str = _JSON
 
 
-def decode_bytes(value: Any) -> Any:
-    """A Go []byte field (base64 of JSON) as JSON; None when absent or empty."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return orjson.loads(base64.b64decode(value, validate=True))
-    except (ValueError, orjson.JSONDecodeError) as exc:
-        raise ApplicationError(f"field is not base64 JSON: {exc}") from None
-
-
 def api_call(app: dict[str, Any], node: str) -> ApiCall:
     """The API request an Application asks for, after the node restriction; ApplicationError otherwise."""
     verb = str(app.get("Verb") or "")
     method = _METHODS.get(verb)
     if method is None:
         raise ApplicationError(f"verb {verb!r} is not a write this cloud carries out")
-    group, version, plural, namespace, name = _parse_key(str(app.get("Key") or ""))
-    _restrict(node, plural, namespace, name, verb)
-    if verb in ("get", "list"):
+    key = Key.parse(str(app.get("Key") or ""))
+    _restrict(node, key, verb)
+    if verb in (Verb.GET, Verb.LIST):
         options = decode_bytes(app.get("Option")) or {}
-        query = {k: _query_value(options[k]) for k in _LIST_OPTIONS if verb == "list" and options.get(k)}
-        return ApiCall("GET", _path(group, version, plural, namespace, name if verb == "get" else ""), query, None)
-    subresource = "status" if verb == "updatestatus" else str(app.get("Subresource") or "")
+        query = {k: _query_value(options[k]) for k in _LIST_OPTIONS if verb == Verb.LIST and options.get(k)}
+        return ApiCall("GET", _path(key if verb == Verb.GET else key.collection()), query, None)
+    subresource = "status" if verb == Verb.UPDATESTATUS else str(app.get("Subresource") or "")
     options = decode_bytes(app.get("Option")) or {}
     body = decode_bytes(app.get("ReqBody"))
     content_type = _JSON
-    if verb == "patch":
+    if verb == Verb.PATCH:
         if not isinstance(body, dict):
             raise ApplicationError("a patch needs its PatchInfo")
         content_type = str(body.get("PatchType") or "application/merge-patch+json")
         data = base64.b64decode(str(body.get("Data") or ""))
         body = orjson.loads(data) if "json" in content_type else data.decode()
-    elif verb == "create":
-        name = ""
-    path = "/".join(filter(None, (_path(group, version, plural, namespace, name), subresource)))
-    query = {key: _query_value(options[key]) for key in _QUERY_OPTIONS if key in options and verb != "delete"}
-    if verb == "delete":
+    elif verb == Verb.CREATE:
+        key = key.collection()
+    path = "/".join(filter(None, (_path(key), subresource)))
+    query = {name: _query_value(options[name]) for name in _QUERY_OPTIONS if name in options and verb != Verb.DELETE}
+    if verb == Verb.DELETE:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", **options}
     return ApiCall(method, path, query, body, content_type)
 
 
-def watch_target(app: dict[str, Any], node: str) -> tuple[tuple[str, str, str], str]:
-    """(group, version, plural) and namespace ("" = all) a `watch` Application subscribes to."""
-    group, version, plural, namespace, _ = _parse_key(str(app.get("Key") or ""))
-    _restrict(node, plural, namespace, "", "watch")
-    return ("" if group == _CORE else group, version, plural), namespace
+def watch_target(app: dict[str, Any], node: str) -> Key:
+    """The collection (in one namespace, or all when it has none) a `watch` Application subscribes to."""
+    key = Key.parse(str(app.get("Key") or "")).collection()
+    _restrict(node, key, Verb.WATCH)
+    return key
 
 
-def _path(group: str, version: str, plural: str, namespace: str, name: str) -> str:
-    base = f"/api/{version}" if group == _CORE else f"/apis/{group}/{version}"
-    scope = f"/namespaces/{namespace}" if namespace else ""
-    return "/".join(filter(None, (f"{base}{scope}/{plural}", name)))
+def _path(key: Key) -> str:
+    base = f"/apis/{key.group}/{key.version}" if key.group else f"/api/{key.version}"
+    scope = f"/namespaces/{key.namespace}" if key.namespace else ""
+    return "/".join(filter(None, (f"{base}{scope}/{key.plural}", key.name)))
 
 
-def _parse_key(key: str) -> tuple[str, str, str, str, str]:
-    parts = key.strip("/").split("/")
-    if len(parts) < 3 or len(parts) > 5 or not all(parts):
-        raise ApplicationError(f"key {key!r} is not /<group>/<version>/<resource>[/<namespace>[/<name>]]")
-    group, version, plural, *rest = parts
-    namespace = rest[0] if rest and rest[0] != _NULL else ""
-    name = rest[1] if len(rest) == 2 else ""
-    return group, version, plural, namespace, name
-
-
-def _restrict(node: str, plural: str, namespace: str, name: str, verb: str) -> None:
+def _restrict(node: str, key: Key, verb: str) -> None:
+    plural, namespace, name = key.plural, key.namespace, key.name
     if plural in _UNREADABLE:
         raise ApplicationError(f"node {node} gets the {plural} its pods use from the edgecontroller, not by {verb}")
-    if plural == "nodes" and (name != node or verb in ("create", "delete")):
+    if plural == "nodes" and (name != node or verb in (Verb.CREATE, Verb.DELETE)):
         raise ApplicationError(f"node {node} may only update its own Node, not {verb} node {name or '(new)'}")
     if plural == "leases" and namespace == NODE_LEASE_NAMESPACE and name != node:
         raise ApplicationError(f"node {node} may only write its own Lease, not {name or '(new)'}")
@@ -127,15 +104,3 @@ def _query_value(value: Any) -> str:
     if isinstance(value, list):
         return ",".join(map(str, value))
     return str(value)
-
-
-def approved(app: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any]:
-    return {**app, "Status": "Approved", "RespBody": base64.b64encode(orjson.dumps(obj)).decode(), "Reason": ""}
-
-
-def rejected(app: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
-    return {**app, "Status": "Rejected", "Error": {"ErrStatus": status}, "Reason": str(status.get("message") or "")}
-
-
-def failed(app: dict[str, Any], reason: str) -> dict[str, Any]:
-    return {**app, "Status": "Failed", "Reason": reason}

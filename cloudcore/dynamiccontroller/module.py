@@ -1,5 +1,6 @@
 """The DynamicController module: carries out the Applications edge MetaServers send (ref/devices-groups.md 5.2):
-reads and writes through the API, and watch subscriptions (subscriptions.py).
+reads and writes through the API, watch subscriptions (subscriptions.py), and the API's discovery
+(discovery.py; our `discover` verb, which upstream does not have).
 
 CloudHub routes every message from source `metaserver` here with the node prefix on its resource; the
 node is that prefix (its certificate), never the Application's `Nodename`. Each Application becomes one
@@ -16,18 +17,13 @@ from typing import Any, Final
 
 from kubernetes_asyncio.client import ApiClient
 
-from cloudcore.dynamiccontroller.application import (
-    ApplicationError,
-    api_call,
-    approved,
-    failed,
-    rejected,
-    watch_target,
-)
+from cloudcore.dynamiccontroller.application import ApplicationError, api_call, watch_target
+from cloudcore.dynamiccontroller.discovery import Discovery
 from cloudcore.dynamiccontroller.subscriptions import Resource, Subscriptions
 from cloudcore.edgecontroller.kubeapi import KubeError, KubeJSON
 from cloudcore.edgecontroller.messages import status_body
 from cloudcore.edgecontroller.sender import Sender
+from common.application import Verb, approved, failed, rejected
 from common.constants import CloudModule, Group, Op
 from common.errors import BusError, ResourceError
 from common.log import get_logger
@@ -47,6 +43,7 @@ class DynamicControllerModule:
     def __init__(self, kube: ApiClient) -> None:
         self.client = KubeJSON(kube)
         self._slots = asyncio.Semaphore(CONCURRENCY)
+        self._discovery = Discovery(self.client)
         self._subscriptions: Subscriptions | None = None
 
     async def run(self, ctx: ModuleContext) -> None:
@@ -80,8 +77,10 @@ class DynamicControllerModule:
         return _reply(message, await self._apply(node, message.msg_id, app))
 
     async def _apply(self, node: str, msg_id: str, app: dict[str, Any]) -> dict[str, Any]:
-        if app.get("Verb") == "watch":
+        if app.get("Verb") == Verb.WATCH:
             return await self._subscribe(node, msg_id, app)
+        if app.get("Verb") == Verb.DISCOVER:
+            return await self._discover(node, app)
         try:
             call = api_call(app, node)
         except ApplicationError as exc:
@@ -100,12 +99,19 @@ class DynamicControllerModule:
         log.v(2).info("application applied", node=node, msg_id=msg_id, verb=app.get("Verb"), path=call.path)
         return approved(app, obj)
 
+    async def _discover(self, node: str, app: dict[str, Any]) -> dict[str, Any]:
+        try:
+            bundle = await self._discovery.bundle()
+        except KubeError as exc:
+            log.warning("discovery for an edge node failed", node=node, err=exc)
+            return failed(app, str(exc)) if exc.unreachable else rejected(app, status_body(exc)["ErrStatus"])
+        return approved(app, bundle)
 
     async def _subscribe(self, node: str, msg_id: str, app: dict[str, Any]) -> dict[str, Any]:
         assert self._subscriptions is not None  # made by run() before any message is served
         try:
-            (group, version, plural), namespace = watch_target(app, node)
-            await self._subscriptions.subscribe(node, Resource(group, version, plural), namespace)
+            key = watch_target(app, node)
+            await self._subscriptions.subscribe(node, Resource(key.group, key.version, key.plural), key.namespace)
         except ApplicationError as exc:
             log.warning("watch refused", node=node, msg_id=msg_id, key=app.get("Key"), reason=str(exc))
             return rejected(app, _forbidden(str(exc)))

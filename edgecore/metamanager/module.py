@@ -11,12 +11,15 @@ from the cloud while connected (the answer is stored too), from SQLite when not 
 fails to answer in `remoteQueryTimeout`.
 
 Every committed change is published on `events` (an `EventHub`) right after the commit, for MetaServer's
-watches; `cloud_connected` tells MetaServer whether a write can reach the cloud.
+watches; `cloud_connected` tells MetaServer whether a write can reach the cloud, and `on_cloud_connected`
+callbacks tell it when a connection is made (it renews its watch subscriptions then). MetaServer stores the
+objects of kinds the node does not sync, which it reads from the cloud itself, through `apply` and `reconcile`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 import orjson
@@ -39,7 +42,7 @@ from common.message import Message
 from common.modules import ModuleContext
 from common.resource import build_edge_resource, parse_edge_resource
 from edgecore.metamanager.events import EventHub
-from edgecore.metamanager.store import MetaChange, MetaStore, parse_rv
+from edgecore.metamanager.store import Applied, MetaChange, MetaStore, parse_rv
 
 log = get_logger("metamanager")
 
@@ -58,6 +61,24 @@ class MetaManagerModule:
         self.events = events if events is not None else EventHub()
         self.cloud_connected = False  # as EdgeHub last announced it
         self._queries = asyncio.Semaphore(_QUERY_CONCURRENCY)
+        self._applying = asyncio.Lock()
+        self._connect_listeners: list[Callable[[], None]] = []
+
+    def on_cloud_connected(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (it must not block) each time EdgeHub announces a connection to the cloud."""
+        self._connect_listeners.append(listener)
+
+    async def apply(self, changes: Sequence[MetaChange]) -> Applied:
+        """Store changes and publish their events. Serialized: MetaStore numbers a batch's events before it
+        writes them, so two batches must not overlap, and events must reach watchers in log order."""
+        return await self.reconcile(lambda _: _ready(changes))
+
+    async def reconcile(self, plan: Callable[[MetaStore], Awaitable[Sequence[MetaChange]]]) -> Applied:
+        """Apply the changes `plan` derives from the store's current state, no other batch in between."""
+        async with self._applying:
+            applied = await self.store.apply(await plan(self.store))
+            self.events.publish(applied.events)
+        return applied
 
     async def run(self, ctx: ModuleContext) -> None:
         async with asyncio.TaskGroup() as tasks:
@@ -86,8 +107,7 @@ class MetaManagerModule:
                 continue
             changes.append(change)
             accepted.append(message)
-        applied = await self.store.apply(changes)
-        self.events.publish(applied.events)
+        applied = await self.apply(changes)
         for message, fresh in zip(accepted, applied.written, strict=True):
             log.v(4).info("stored" if fresh else "already stored", msg_id=message.msg_id,
                           resource=message.resource, operation=message.operation, rv=message.header.resource_version)
@@ -98,6 +118,9 @@ class MetaManagerModule:
         if message.resource == RESOURCE_CLOUD_CONNECTION:
             self.cloud_connected = message.content == CLOUD_CONNECTED
             log.v(2).info("cloud connection", state=message.content)
+            if self.cloud_connected:
+                for listener in self._connect_listeners:
+                    listener()
         elif message.source in CLOUD_MODULES:
             log.v(2).info("cloud message not for the store ignored", msg_id=message.msg_id,
                           operation=message.operation, resource=message.resource)
@@ -138,7 +161,7 @@ class MetaManagerModule:
             return query.error_response(str(reply.content))
         change = _object_change(query.resource, reply.content)
         if change is not None:
-            self.events.publish((await self.store.apply([change])).events)
+            await self.apply([change])
         return query.response(reply.content)
 
     async def _query_local(self, query: Message) -> Message:
@@ -146,6 +169,10 @@ class MetaManagerModule:
         if value is None:
             return query.error_response(f"{query.resource} not found in the edge store")
         return query.response(orjson.loads(value))
+
+
+async def _ready(changes: Sequence[MetaChange]) -> Sequence[MetaChange]:
+    return changes
 
 
 def _is_cloud_write(message: Message) -> bool:

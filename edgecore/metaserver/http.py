@@ -1,9 +1,11 @@
 """MetaServer's HTTP API (aiohttp): kube-apiserver paths over the edge store, every failure a Status.
 
 Reads are answered from SQLite: discovery, GET of one object, LIST (label and field selectors,
-limit/continue), WATCH, and Table responses for kubectl. Writes are handed to `CloudWriter`. Paths
-and errors follow kube-apiserver: an unknown path or resource is 404 NotFound, a bad selector, limit,
-continue token or resourceVersion 400 BadRequest.
+limit/continue), WATCH, and Table responses for kubectl. For the kinds the node does not sync, GET and
+LIST first refresh the store from the cloud and WATCH subscribes the node to them (`RemoteReads`), and
+discovery includes the cloud's (`CloudDiscovery`). Writes are handed to `CloudWriter`. Paths and errors
+follow kube-apiserver: an unknown path or resource is 404 NotFound, a bad selector, limit, continue token
+or resourceVersion 400 BadRequest.
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ from cloudcore.controlplane.api.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
+from common.application import Verb
 from common.log import get_logger
 from edgecore.metamanager.events import EventHub, Subscription, TooManySubscribers
+from edgecore.metaserver.cloud_discovery import MAX_AGE, MISS_INTERVAL, CloudDiscovery
 from edgecore.metaserver.kinds import BASE_FIELDS, Kinds, ServedKind
 from edgecore.metaserver.reader import StoreReader
+from edgecore.metaserver.remote import RemoteReads
 from edgecore.metaserver.watch import JSON, WatchRequest, WatchStream
 from edgecore.metaserver.writes import CloudWriter, WriteRequest
 
@@ -62,6 +67,17 @@ def _not_found() -> APIError:
     return APIError(404, "NotFound", _NOT_FOUND)
 
 
+def _no_copy(kind: ServedKind, namespace: str, name: str, why: str) -> APIError:
+    """404 for a remote kind the cloud could not be asked about and the store has nothing of."""
+    info = kind.info
+    what = f'{info.gr} "{name}"' if name else info.gr
+    where = f" in namespace {namespace}" if namespace and info.namespaced else ""
+    details: dict[str, Any] = {"kind": info.plural, **({"name": name} if name else {}),
+                               **({"group": info.group} if info.group else {})}
+    return APIError(404, "NotFound", f"{what}{where} not found: {why}, and the edge has no cached copy",
+                    details)
+
+
 def _flag(value: str | None) -> bool:
     """A boolean query parameter as Go's strconv.ParseBool reads it."""
     return value in ("1", "t", "T", "true", "TRUE", "True")
@@ -82,12 +98,14 @@ def _resource_version(text: str) -> int | None:
 
 class MetaServerAPI:
     def __init__(self, kinds: Kinds, reader: StoreReader, hub: EventHub, writer: CloudWriter,
-                 server_address: str) -> None:
+                 remote: RemoteReads, cloud_discovery: CloudDiscovery, server_address: str) -> None:
         self.kinds = kinds
         self.reader = reader
         self.hub = hub
         self.writer = writer
         self.server_address = server_address
+        self.remote = remote
+        self.cloud_discovery = cloud_discovery
         self._watches: set[Subscription] = set()
 
     def application(self) -> web.Application:
@@ -138,23 +156,41 @@ class MetaServerAPI:
             return await self._group_version(request, "", parts[1], parts[2:])
         if head == "apis":
             if len(parts) == 1:
-                return _json(discovery.api_group_list(self.kinds.registry))
+                await self._rediscover(MAX_AGE)
+                return _json(self.kinds.group_list())
             if len(parts) == 2:
-                group = discovery.api_group(self.kinds.registry, parts[1])
+                group = self.kinds.group(parts[1])
+                if group is None and await self._rediscover(MISS_INTERVAL):
+                    group = self.kinds.group(parts[1])
                 if group is None:
                     raise _not_found()
                 return _json(group)
             return await self._group_version(request, parts[1], parts[2], parts[3:])
         raise _not_found()
 
+    async def _rediscover(self, max_age: float) -> bool:
+        """Refresh the cloud's discovery unless fetched within `max_age` s; True when the kinds changed."""
+        return await self.cloud_discovery.refresh(max_age)
+
     async def _group_version(self, request: web.Request, group: str, version: str,
                              rest: list[str]) -> web.StreamResponse:
         if not rest:
+            if group == "" and version == "v1":
+                await self._rediscover(MAX_AGE)
             resources = self.kinds.resource_list(group, version)
+            if resources is None and await self._rediscover(MISS_INTERVAL):
+                resources = self.kinds.resource_list(group, version)
             if resources is None:
                 raise _not_found()
             return _json(resources)
-        return await self._resource(request, self._target(group, version, rest))
+        try:
+            target = self._target(group, version, rest)
+        except APIError:
+            # a kind created in the cloud since the edge last fetched its discovery (a new CRD)
+            if not await self._rediscover(MISS_INTERVAL):
+                raise
+            target = self._target(group, version, rest)
+        return await self._resource(request, target)
 
     def _target(self, group: str, version: str, rest: list[str]) -> Target:
         watch_path = rest[0] == "watch"
@@ -208,9 +244,14 @@ class MetaServerAPI:
 
     async def _get(self, request: web.Request, target: Target) -> web.Response:
         kind, info = target.kind, target.kind.info
+        unfetched = None  # why the cloud was not asked (a remote kind only)
+        if kind.remote:
+            unfetched = await self.remote.read_object(kind, target.namespace, target.name)
         value = await self.reader.get(kind.key(target.namespace, target.name))
         obj = orjson.loads(value) if value is not None else None
         if not isinstance(obj, dict):
+            if unfetched is not None and not self.remote.cached(kind, target.namespace):
+                raise _no_copy(kind, target.namespace, target.name, unfetched)
             raise errors.not_found(info.plural, target.name, info.group)
         kind.with_type_meta(obj)
         if _wants_table(request):
@@ -240,7 +281,12 @@ class MetaServerAPI:
         except ValueError:
             raise errors.bad_request(f"invalid limit {query.get('limit')!r}") from None
         list_rv, after = _decode_continue(query.get("continue", ""))
+        unfetched = None  # why the cloud was not asked (a remote kind's first page only)
+        if kind.remote and not after:
+            unfetched = await self.remote.read_list(kind, target.namespace)
         snapshot = await self.reader.snapshot(kind.store_type, self._namespace_token(target), after)
+        if unfetched is not None and not snapshot.rows and not self.remote.cached(kind, target.namespace):
+            raise _no_copy(kind, target.namespace, "", unfetched)
         items: list[dict[str, Any]] = []
         last_key, more = "", False
         for key, value in snapshot.rows:
@@ -279,6 +325,8 @@ class MetaServerAPI:
         watch = WatchRequest(target.kind, self._namespace_token(target), labels, fields,
                              None if send_initial else since, _wants_table(request),
                              _flag(query.get("allowWatchBookmarks")), send_initial, timeout)
+        if target.kind.remote:
+            await self.remote.subscribe(target.kind, target.namespace)
         try:
             subscription = self.hub.subscribe([target.kind.store_type])
         except TooManySubscribers as exc:
@@ -337,7 +385,17 @@ class MetaServerAPI:
 
     async def _write(self, write: WriteRequest) -> web.Response:
         code, body = await self.writer.write(write)
+        if write.kind.remote:
+            await _cache_written(self.remote, write, body)
         return _json(body, code)
+
+
+async def _cache_written(remote: RemoteReads, write: WriteRequest, body: dict[str, Any]) -> None:
+    """A remote kind's write result is cached (no subscription may bring it), so offline reads see it."""
+    if write.verb == Verb.DELETE and not (body.get("metadata") or {}).get("deletionTimestamp"):
+        await remote.forget(write.kind, write.namespace, write.name)
+    elif body.get("kind") != "Status":
+        await remote.store(write.kind, body)
 
 
 def _write_options(query: Mapping[str, str]) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """DynamicController against a real control plane: an edge MetaServer's Applications (as CloudHub hands them
-over, node-prefixed) become API writes; the answers go back to CloudHub for the node, refusals included."""
+over, node-prefixed) become API reads, writes, watch subscriptions and discovery; the answers go back to
+CloudHub for the node, refusals included."""
 
 from __future__ import annotations
 
@@ -100,6 +101,11 @@ async def test_reads_and_watch_subscriptions_for_kinds_the_node_does_not_sync(
         assert [d["metadata"]["name"] for d in decode_bytes(answer["RespBody"])["items"]] == ["one"]
         _, answer = await ask(bus, cloudhub, application("get", "/core/v1/secrets/kube-system/anything"))
         assert answer["Error"]["ErrStatus"]["code"] == 403
+        _, answer = await ask(bus, cloudhub, application("discover", "/"))  # ours: the API's discovery, bundled
+        bundle = decode_bytes(answer["RespBody"])
+        assert bundle["kind"] == "DiscoveryBundle" and "apps" in {g["name"] for g in bundle["groups"]}
+        apps = next(r for r in bundle["resources"] if r["groupVersion"] == "apps/v1")
+        assert "deployments" in {e["name"] for e in apps["resources"]}
 
         watch = Message.new(source="metaserver", group="dynamiccontroller", operation="null",
                             resource="node/edge-a/null", content=application("watch", "/apps/v1/deployments/dyn"))

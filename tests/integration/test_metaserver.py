@@ -433,6 +433,11 @@ async def test_writes_are_refused_offline_and_forwarded_to_the_cloud_online(sqli
         assert code == 1 and "ServiceUnavailable" in err and "the cloud is unreachable" in err
 
         await edge.set_connected(True)
+        # on connecting, MetaServer asks for the cloud's discovery; a cloud without it refuses (reads go on)
+        discover = await asyncio.wait_for(edge.to_cloud.get(), STEP)
+        assert (discover.content["Verb"], discover.content["Key"]) == ("discover", "/")
+        assert edge.bus.respond(discover.response({**discover.content, "Status": "Rejected", "Error": {"ErrStatus": {
+            "status": "Failure", "reason": "Forbidden", "code": 403, "message": "verb 'discover' unknown"}}}))
         api = edge.api()
         body = obj("v1", "ConfigMap", "new", 0, data={"k": "v"})
         del body["metadata"]["resourceVersion"]
