@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import aiosqlite
 
@@ -37,6 +37,15 @@ class Snapshot:
     """Rows (key, value JSON) of one type, and where the log was when they were read."""
 
     rows: list[tuple[str, str]]
+    seq: int
+    rv: int
+
+
+@dataclass(frozen=True, slots=True)
+class TypedSnapshot:
+    """Rows (key, value JSON, whether the value has apiVersion and kind) and the log position."""
+
+    rows: list[tuple[str, str, bool]]
     seq: int
     rv: int
 
@@ -90,6 +99,19 @@ class StoreReader:
     async def snapshot(self, store_type: str, namespace: str | None, after_key: str = "") -> Snapshot:
         """Objects of `store_type` (in `namespace`, the `meta` key's namespace token, if given) by key,
         those after `after_key` only when it is given, with the log position they reflect."""
+        rows, seq, rv = await self._select("key, value", store_type, namespace, after_key)
+        return Snapshot([(key, value) for key, value in rows if value is not None], seq, rv)
+
+    async def typed_snapshot(self, store_type: str, namespace: str | None) -> TypedSnapshot:
+        """As `snapshot`, each value flagged when it already carries apiVersion and kind, so that a plain
+        LIST can send the stored JSON as it is (parsing 5,000 pods was most of such a LIST's time)."""
+        rows, seq, rv = await self._select(
+            "key, value, json_extract(value, '$.apiVersion') IS NOT NULL AND json_extract(value, '$.kind') IS NOT NULL",
+            store_type, namespace, "")
+        return TypedSnapshot([(key, value, bool(typed)) for key, value, typed in rows if value is not None], seq, rv)
+
+    async def _select(self, columns: str, store_type: str, namespace: str | None,
+                      after_key: str) -> tuple[list[Any], int, int]:
         where, params = "type = ?", [store_type]
         if namespace is not None:
             where += " AND key >= ? AND key < ?"
@@ -102,10 +124,10 @@ class StoreReader:
             try:
                 seq, rv = await self._position()
                 rows = await self._db.execute_fetchall(
-                    f"SELECT key, value FROM meta WHERE {where} ORDER BY key", params)
+                    f"SELECT {columns} FROM meta WHERE {where} ORDER BY key", params)
             finally:
                 await self._db.execute("COMMIT")
-        return Snapshot([(key, value) for key, value in rows if value is not None], seq, rv)
+        return list(rows), seq, rv
 
     async def replay(self, store_type: str, since: int) -> Replay:
         """Logged events of `store_type` after resourceVersion `since` (see the module doc); Expired when

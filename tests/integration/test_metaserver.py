@@ -482,3 +482,18 @@ async def test_writes_are_refused_offline_and_forwarded_to_the_cloud_online(sqli
         await edge.set_connected(False)
         _, out, _ = await edge.kubectl("get", "pod", "web-1", "-o", "name")  # reads never need the cloud
         assert out.strip() == "pod/web-1"
+
+
+async def test_a_plain_list_sends_the_stored_objects_each_with_its_type(sqlite_path: Path, tmp_path: Path) -> None:
+    async with running_edge(sqlite_path, tmp_path) as edge, aiohttp.ClientSession(edge.url) as session:
+        await seed(edge)
+        bare = {"metadata": {"name": "bare", "namespace": "default", "resourceVersion": "30"}, "data": {"b": "2"}}
+        await edge.push(cloud(Op.INSERT, "default/configmap/bare", bare, 30))  # stored without apiVersion/kind
+        status, listed = await status_of(session, "GET", "/api/v1/namespaces/default/configmaps")
+        assert status == 200 and (listed["kind"], listed["apiVersion"]) == ("ConfigMapList", "v1")
+        assert [(i["kind"], i["apiVersion"], i["metadata"]["name"]) for i in listed["items"]] == [
+            ("ConfigMap", "v1", "bare"), ("ConfigMap", "v1", "settings")]
+        assert int(listed["metadata"]["resourceVersion"]) >= 30
+        _, selected = await status_of(session, "GET", "/api/v1/namespaces/default/configmaps?fieldSelector="
+                                                      "metadata.name%3Dbare")
+        assert selected["items"] == [listed["items"][0]]  # the general path agrees with the plain one
