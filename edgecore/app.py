@@ -18,6 +18,7 @@ from common.bus import ModuleBus
 from common.config import EdgeCoreConfig
 from common.log import get_logger
 from common.modules import Module, run_modules
+from edgecore.cri import CRIClient
 from edgecore.edged.module import EdgedModule
 from edgecore.edgehub.hub import EdgeHubModule
 from edgecore.edgehub.outbox_store import PersistentOutbox
@@ -47,6 +48,7 @@ async def run(config: EdgeCoreConfig, stop: asyncio.Event) -> int:
         return 1
     store, outbox = opened
     node = config.modules.edged.hostname_override
+    cri: CRIClient | None = None
     try:
         log.v(2).info("edge database ready", path=config.database.data_source, objects=len(store),
                       outbox=outbox.stats.pending)
@@ -60,12 +62,16 @@ async def run(config: EdgeCoreConfig, stop: asyncio.Event) -> int:
         elif meta_config.meta_server.enable:
             log.warning("metaServer.enable ignored: MetaServer needs metaManager.enable")
         if config.modules.edged.enable:
-            modules.append(EdgedModule(config.modules.edged))
+            # tailoredKubeletConfig.containerRuntimeEndpoint; the channel opens on Edged's first call.
+            cri = CRIClient.from_config(config.modules.edged.tailored_kubelet_config)
+            modules.append(EdgedModule(config.modules.edged, cri=cri, store=store))
         if config.modules.edge_hub.enable:
             modules.append(EdgeHubModule(config.modules.edge_hub, node, outbox, config.source_path))
         daemon.sd_notify("READY=1")
         log.info("edgecore started", node=node, modules=",".join(m.name for m in modules))
         return await run_modules(ModuleBus(), modules, stop)
     finally:
+        if cri is not None:
+            await cri.close()
         await outbox.close()
         await store.close()

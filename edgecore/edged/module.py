@@ -5,26 +5,42 @@ MetaManager, only possible while connected (as upstream); it is retried with bac
 answers "OK". The status (`nodestatus` update, NodeStatusRequest) goes every
 nodeStatusUpdateFrequency, and at once whenever the cloud connection comes back, through EdgeHub's
 outbox: the latest one waits out a disconnect, so the node is Ready again as soon as the link is.
+
+Pods (with a CRI client): MetaManager hands every stored pod insert/update/delete to the `edged` group;
+a PodManager runs one worker per pod (edgecore.edged.pods). At start the pods of this node stored in
+SQLite are loaded, so they keep running after an edgecore restart without the cloud, and the workers
+adopt the containers still running (found by kubelet's labels). Pod status goes up as `podstatus`
+updates through MetaManager; a pod the cloud deleted is confirmed gone with a `pod` delete (its UID).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 from datetime import UTC, datetime
 from typing import Final
 
+import orjson
+
 from common.config.base import local_ip
 from common.config.edgecore import Edged as EdgedConfig
 from common.constants import CLOUD_CONNECTED, RESOURCE_CLOUD_CONNECTION, EdgeModule, Group, Op, ResourceType
-from common.errors import BusError
+from common.errors import BusError, ResourceError
 from common.log import get_logger
 from common.message import Message
 from common.modules import ModuleContext
 from common.reliable import ReconnectBackoff
+from common.resource import parse_edge_resource
+from edgecore.cri import CRIClient
 from edgecore.edged.nodestatus import NodeFacts, node_object, status_request
+from edgecore.edged.pods.configs import RuntimeOptions
+from edgecore.edged.pods.manager import PodManager
+from edgecore.edged.pods.spec import PodSpec, PodSpecError, parse_pod
+from edgecore.edged.pods.status import JSON
+from edgecore.metamanager.store import MetaStore
 
 log = get_logger("edged")
 
@@ -36,8 +52,13 @@ class EdgedModule:
     name = EdgeModule.EDGED
     group = Group.EDGED
 
-    def __init__(self, config: EdgedConfig) -> None:
+    def __init__(self, config: EdgedConfig, cri: CRIClient | None = None, store: MetaStore | None = None,
+                 options: RuntimeOptions | None = None) -> None:
         self.config = config
+        self.cri = cri
+        self.store = store
+        self.options = options
+        self.pods: PodManager | None = None
         kubelet = config.tailored_kubelet_config
         self.facts = NodeFacts(
             name=config.hostname_override, node_ip=config.node_ip or local_ip(), labels=dict(config.node_labels),
@@ -50,6 +71,11 @@ class EdgedModule:
 
     async def run(self, ctx: ModuleContext) -> None:
         async with asyncio.TaskGroup() as tasks:
+            if self.cri is not None:
+                self.pods = PodManager(tasks, self.cri, host_ip=self.facts.node_ip,
+                                       on_status=lambda spec, status: self._send_pod_status(ctx, spec, status),
+                                       on_deleted=lambda spec: self._confirm_deleted(ctx, spec), options=self.options)
+                self.pods.load(await self._stored_pods())
             tasks.create_task(self._listen(ctx))
             tasks.create_task(self._report(ctx))
 
@@ -57,8 +83,7 @@ class EdgedModule:
         while True:
             message = await ctx.mailbox.get()
             if message.resource != RESOURCE_CLOUD_CONNECTION:
-                log.v(3).info("message for pods ignored until pods are managed", msg_id=message.msg_id,
-                              resource=message.resource)
+                self._pod_message(message)
                 continue
             if message.content == CLOUD_CONNECTED:
                 self.connected.set()
@@ -110,3 +135,63 @@ class EdgedModule:
 
     def _resource(self, resource_type: str) -> str:
         return f"{self.config.register_node_namespace}/{resource_type}/{self.facts.name}"
+
+    # ---- pods ---------------------------------------------------------------------------------------
+
+    async def _stored_pods(self) -> list[PodSpec]:
+        if self.store is None:
+            return []
+        specs = []
+        for key, value in await self.store.list_type(ResourceType.POD):
+            spec = self._spec_of(key, orjson.loads(value))
+            if spec is not None:
+                specs.append(spec)
+        log.info("stored pods loaded", node=self.facts.name, pods=len(specs))
+        return specs
+
+    def _spec_of(self, resource: str, content: object) -> PodSpec | None:
+        try:
+            spec = parse_pod(content)
+        except PodSpecError as exc:
+            log.warning("pod not runnable; ignored", resource=resource, err=exc)
+            return None
+        if spec.node_name and spec.node_name != self.facts.name:
+            return None
+        return spec
+
+    def _pod_message(self, message: Message) -> None:
+        """A pod insert/update/delete MetaManager stored; anything else is not edged's business yet."""
+        try:
+            resource = parse_edge_resource(message.resource)
+        except ResourceError:
+            resource = None
+        if self.pods is None or resource is None or resource.type != ResourceType.POD:
+            log.v(3).info("message ignored by edged", msg_id=message.msg_id, resource=message.resource)
+            return
+        spec = self._spec_of(message.resource, message.content)
+        if message.operation == Op.DELETE:
+            worker = self.pods.find(resource.namespace, resource.name)
+            if spec is None and worker is not None:
+                spec = worker.spec
+            if spec is not None:
+                spec = dataclasses.replace(spec, deleting=True)
+        if spec is not None:
+            self.pods.apply(spec)
+
+    async def _send_pod_status(self, ctx: ModuleContext, spec: PodSpec, status: JSON) -> None:
+        report = Message.new(source=EdgeModule.EDGED, group=Group.META, operation=Op.UPDATE,
+                             resource=f"{spec.namespace}/{ResourceType.PODSTATUS}/{spec.name}",
+                             content={"UID": spec.uid, "Name": spec.name, "Status": status})
+        await self._to_meta(ctx, report)
+
+    async def _confirm_deleted(self, ctx: ModuleContext, spec: PodSpec) -> None:
+        # edgecontroller then deletes the pod with grace 0, preconditioned on this UID.
+        done = Message.new(source=EdgeModule.EDGED, group=Group.META, operation=Op.DELETE,
+                           resource=f"{spec.namespace}/{ResourceType.POD}/{spec.name}", content=spec.uid)
+        await self._to_meta(ctx, done)
+
+    async def _to_meta(self, ctx: ModuleContext, message: Message) -> None:
+        try:
+            await ctx.bus.send(EdgeModule.METAMANAGER, message)
+        except BusError as exc:
+            log.warning("pod message not handed to metamanager", resource=message.resource, err=exc)

@@ -112,6 +112,16 @@ class MetaManagerModule:
             log.v(4).info("stored" if fresh else "already stored", msg_id=message.msg_id,
                           resource=message.resource, operation=message.operation, rv=message.header.resource_version)
             await self._to_cloud(ctx, message.response("OK"))
+            if fresh and _is_pod(message):
+                await self._to_edged(ctx, message)
+
+    async def _to_edged(self, ctx: ModuleContext, message: Message) -> None:
+        """Hand a stored pod change to Edged, which runs the pods (it reloads them from the store at start)."""
+        try:
+            await ctx.bus.send_to_group(Group.EDGED, message)
+        except BusError as exc:  # no edged on this bus (disabled), or its mailbox stayed full
+            log.v(3).info("pod change not handed to edged", msg_id=message.msg_id, resource=message.resource,
+                          err=exc)
 
     # -- edge modules to cloud -----------------------------------------------------------------------
     async def _other(self, ctx: ModuleContext, message: Message) -> None:
@@ -173,6 +183,13 @@ class MetaManagerModule:
 
 async def _ready(changes: Sequence[MetaChange]) -> Sequence[MetaChange]:
     return changes
+
+
+def _is_pod(message: Message) -> bool:
+    try:
+        return parse_edge_resource(message.resource).type == ResourceType.POD
+    except ResourceError:
+        return False
 
 
 def _is_cloud_write(message: Message) -> bool:

@@ -1,0 +1,1 @@
+"""Pod lifecycle for Edged: spec parsing, a sans-I/O planner, CRI configs, status, and per-pod workers."""

@@ -1,0 +1,116 @@
+"""The parts of a v1.Pod that Edged acts on, parsed once from the dict the cloud sent.
+
+Parsing is lenient where Kubernetes has defaults (restartPolicy Always, grace period 30 s) and strict
+where acting on a guess would run the wrong thing (no uid, no name, a container without an image).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from common.errors import KubeEdgeError
+
+RestartPolicy = Literal["Always", "OnFailure", "Never"]
+RESTART_POLICIES: Final[tuple[RestartPolicy, ...]] = ("Always", "OnFailure", "Never")
+DEFAULT_GRACE_SECONDS: Final = 30
+
+# kubelet's labels; a restarted edgecore finds its pods' sandboxes and containers by them.
+LABEL_POD_UID: Final = "io.kubernetes.pod.uid"
+LABEL_POD_NAME: Final = "io.kubernetes.pod.name"
+LABEL_POD_NAMESPACE: Final = "io.kubernetes.pod.namespace"
+LABEL_CONTAINER_NAME: Final = "io.kubernetes.container.name"
+
+
+class PodSpecError(KubeEdgeError):
+    """The pod cannot be run as given."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ContainerPort:
+    container_port: int
+    host_port: int = 0
+    protocol: str = "TCP"
+    host_ip: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ContainerSpec:
+    name: str
+    image: str
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    working_dir: str = ""
+    ports: tuple[ContainerPort, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PodSpec:
+    uid: str
+    name: str
+    namespace: str
+    node_name: str = ""
+    host_network: bool = False
+    restart_policy: RestartPolicy = "Always"
+    grace_seconds: int = DEFAULT_GRACE_SECONDS
+    containers: tuple[ContainerSpec, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict, compare=False)
+    deleting: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def pod_labels(self) -> dict[str, str]:
+        return {LABEL_POD_UID: self.uid, LABEL_POD_NAME: self.name, LABEL_POD_NAMESPACE: self.namespace}
+
+    def container(self, name: str) -> ContainerSpec | None:
+        return next((c for c in self.containers if c.name == name), None)
+
+
+def parse_pod(obj: object) -> PodSpec:
+    """A PodSpec from a v1.Pod dict; PodSpecError when it lacks what running it needs."""
+    if not isinstance(obj, dict):
+        raise PodSpecError("a pod must be an object")
+    metadata = _mapping(obj.get("metadata"))
+    spec = _mapping(obj.get("spec"))
+    uid, name = str(metadata.get("uid") or ""), str(metadata.get("name") or "")
+    if not uid or not name:
+        raise PodSpecError("a pod needs metadata.uid and metadata.name")
+    policy = spec.get("restartPolicy") or "Always"
+    if policy not in RESTART_POLICIES:
+        raise PodSpecError(f"pod {name}: restartPolicy {policy!r} is not Always, OnFailure or Never")
+    grace = spec.get("terminationGracePeriodSeconds")
+    containers = tuple(_container(c) for c in spec.get("containers") or [])
+    if not containers:
+        raise PodSpecError(f"pod {name}: no containers")
+    return PodSpec(
+        uid=uid, name=name, namespace=str(metadata.get("namespace") or "default"),
+        node_name=str(spec.get("nodeName") or ""), host_network=bool(spec.get("hostNetwork")),
+        restart_policy=policy, grace_seconds=max(0, int(grace)) if isinstance(grace, int) else DEFAULT_GRACE_SECONDS,
+        containers=containers, labels={str(k): str(v) for k, v in _mapping(metadata.get("labels")).items()},
+        deleting=bool(metadata.get("deletionTimestamp")),
+    )
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _container(obj: object) -> ContainerSpec:
+    raw = _mapping(obj)
+    name, image = str(raw.get("name") or ""), str(raw.get("image") or "")
+    if not name or not image:
+        raise PodSpecError("every container needs a name and an image")
+    # Only literal values: valueFrom (configMap, secret, fieldRef) needs volumes/downward API, not built yet.
+    env = tuple((str(e["name"]), str(e.get("value") or "")) for e in map(_mapping, raw.get("env") or [])
+                if e.get("name") and "valueFrom" not in e)
+    ports = tuple(
+        ContainerPort(container_port=int(p["containerPort"]), host_port=int(p.get("hostPort") or 0),
+                      protocol=str(p.get("protocol") or "TCP"), host_ip=str(p.get("hostIP") or ""))
+        for p in map(_mapping, raw.get("ports") or []) if p.get("containerPort"))
+    return ContainerSpec(
+        name=name, image=image, command=tuple(map(str, raw.get("command") or ())),
+        args=tuple(map(str, raw.get("args") or ())), env=env, working_dir=str(raw.get("workingDir") or ""),
+        ports=ports)
