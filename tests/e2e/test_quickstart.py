@@ -46,6 +46,7 @@ def test_quickstart_up_up_down_down_leaves_nothing_behind(state_dir: Path, run_i
         assert f"export KUBECONFIG={base}/etc/admin.kubeconfig" in first
         assert re.search(rf"^\s+qs-q{run_id}\s+Ready\s+agent,edge\s", first, re.MULTILINE), first  # get nodes
         assert "objectsyncs.reliablesyncs.kubeedge.io created" in first
+        assert re.search(r"http://[\d.]+:8080/ answers: hello from hello-edge-\S+ at the edge", first), first
         assert "docker.io/local/busybox:1.0" in first and "docker.io/local/pause:1.0" in first
         pids = {name: PidRecord.read(path) for name, path in pidfiles.items()}
         assert all(record is not None for record in pids.values())
