@@ -20,7 +20,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from cloudcore.controlplane.api import discovery, errors, tables
+from cloudcore.controlplane.api import discovery, errors, paths, tables
 from cloudcore.controlplane.api.errors import APIError
 from cloudcore.controlplane.api.selectors import (
     FieldSelector,
@@ -193,24 +193,8 @@ class MetaServerAPI:
         return await self._resource(request, target)
 
     def _target(self, group: str, version: str, rest: list[str]) -> Target:
-        watch_path = rest[0] == "watch"
-        if watch_path:
-            rest = rest[1:]
-        namespace = ""
-        if len(rest) >= 3 and rest[0] == "namespaces":
-            candidate = self.kinds.get(group, version, rest[2])
-            if candidate is not None and candidate.info.namespaced:
-                namespace, rest = rest[1], rest[2:]
-        if not rest or len(rest) > 3:
-            raise _not_found()
-        kind = self.kinds.get(group, version, rest[0])
-        if kind is None:
-            raise _not_found()
-        name = rest[1] if len(rest) > 1 else ""
-        sub = rest[2] if len(rest) > 2 else ""
-        if sub and sub not in kind.info.subresources:
-            raise _not_found()
-        return Target(kind, namespace, name, sub, watch_path)
+        path = paths.parse(rest, lambda plural: self.kinds.get(group, version, plural), lambda kind: kind.info)
+        return Target(path.resource, path.namespace, path.name, path.subresource, path.watch_path)
 
     async def _resource(self, request: web.Request, target: Target) -> web.StreamResponse:
         method = request.method

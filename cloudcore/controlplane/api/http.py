@@ -19,7 +19,7 @@ import orjson
 import yaml
 from aiohttp import web
 
-from cloudcore.controlplane.api import discovery, errors, openapi, tables
+from cloudcore.controlplane.api import discovery, errors, openapi, paths, tables
 from cloudcore.controlplane.api.auth import Identity, TokenFile, authorize, identity_from_peercert
 from cloudcore.controlplane.api.errors import APIError
 from cloudcore.controlplane.api.kubelet import KubeletProxy, LogOptions, log_container, node_endpoint
@@ -191,24 +191,8 @@ class APIServer:
         return await self._resource(request, target)
 
     def _target(self, group: str, version: str, rest: list[str]) -> Target:
-        watch_path = rest[0] == "watch"
-        if watch_path:
-            rest = rest[1:]
-        namespace = ""
-        if len(rest) >= 3 and rest[0] == "namespaces":
-            candidate = self.registry.get(group, version, rest[2])
-            if candidate is not None and candidate.namespaced:
-                namespace, rest = rest[1], rest[2:]
-        if not rest or len(rest) > 3:
-            raise APIError(404, "NotFound", "the server could not find the requested resource")
-        info = self.registry.get(group, version, rest[0])
-        if info is None:
-            raise APIError(404, "NotFound", "the server could not find the requested resource")
-        name = rest[1] if len(rest) > 1 else ""
-        sub = rest[2] if len(rest) > 2 else ""
-        if sub and sub not in info.subresources:
-            raise APIError(404, "NotFound", "the server could not find the requested resource")
-        return Target(info, namespace, name, sub, watch_path)
+        path = paths.parse(rest, lambda plural: self.registry.get(group, version, plural), lambda info: info)
+        return Target(path.resource, path.namespace, path.name, path.subresource, path.watch_path)
 
     # -- verbs --------------------------------------------------------------------------------------
     async def _resource(self, request: web.Request, target: Target) -> web.StreamResponse:
