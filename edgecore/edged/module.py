@@ -21,7 +21,8 @@ import dataclasses
 import random
 import time
 from datetime import UTC, datetime
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
 import orjson
 
@@ -57,7 +58,7 @@ class EdgedModule:
         self.config = config
         self.cri = cri
         self.store = store
-        self.options = options
+        self.options = options or RuntimeOptions(root_dir=Path(config.root_directory))
         self.pods: PodManager | None = None
         kubelet = config.tailored_kubelet_config
         self.facts = NodeFacts(
@@ -74,7 +75,8 @@ class EdgedModule:
             if self.cri is not None:
                 self.pods = PodManager(tasks, self.cri, host_ip=self.facts.node_ip,
                                        on_status=lambda spec, status: self._send_pod_status(ctx, spec, status),
-                                       on_deleted=lambda spec: self._confirm_deleted(ctx, spec), options=self.options)
+                                       on_deleted=lambda spec: self._confirm_deleted(ctx, spec), options=self.options,
+                                       objects=self._stored_object)
                 self.pods.load(await self._stored_pods())
             tasks.create_task(self._listen(ctx))
             tasks.create_task(self._report(ctx))
@@ -137,6 +139,20 @@ class EdgedModule:
         return f"{self.config.register_node_namespace}/{resource_type}/{self.facts.name}"
 
     # ---- pods ---------------------------------------------------------------------------------------
+
+    async def _stored_object(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
+        """A configMap or secret MetaManager stored (`<ns>/<kind>/<name>`), for pod volumes and env."""
+        if self.store is None:
+            return None
+        value = await self.store.get(f"{namespace}/{kind}/{name}")
+        if value is None:
+            return None
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            log.warning("stored object unreadable", key=f"{namespace}/{kind}/{name}")
+            return None
+        return obj if isinstance(obj, dict) else None
 
     async def _stored_pods(self) -> list[PodSpec]:
         if self.store is None:

@@ -53,7 +53,7 @@ def test_parse_pod_reads_what_edged_runs() -> None:
     assert (spec.uid, spec.key, spec.node_name, spec.grace_seconds, spec.restart_policy) == (
         "u1", "ns/web", "edge-1", 7, "Always")
     app = spec.containers[0]
-    assert app.env == (("A", "1"),)  # valueFrom is not supported yet: skipped, not guessed
+    assert app.env == (("A", "1"),)  # literal values only; valueFrom entries are resolved at container start
     assert (app.command, app.args, app.working_dir, app.ports[0].host_port) == (("sh",), ("-c", "sleep 1"), "/tmp",
                                                                                 8080)
     assert parse_pod({"metadata": {"uid": "u", "name": "n"}, "spec": {"containers": [{"name": "a", "image": "i"}]}}

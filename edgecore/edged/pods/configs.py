@@ -11,9 +11,9 @@ from edgecore.cri.types import (
     ImageSpec,
     KeyValue,
     LinuxContainerConfig,
-    LinuxContainerSecurityContext,
     LinuxPodSandboxConfig,
     LinuxSandboxSecurityContext,
+    Mount,
     NamespaceMode,
     NamespaceOption,
     PodSandboxConfig,
@@ -21,6 +21,7 @@ from edgecore.cri.types import (
     PortMapping,
     Protocol,
 )
+from edgecore.edged.pods.resources import linux_resources, sandbox_privileged, security_context
 from edgecore.edged.pods.spec import LABEL_CONTAINER_NAME, ContainerSpec, PodSpec
 
 _PROTOCOLS = {"TCP": Protocol.TCP, "UDP": Protocol.UDP, "SCTP": Protocol.SCTP}
@@ -31,6 +32,7 @@ class RuntimeOptions:
     """Node-wide settings for what Edged asks the runtime to run."""
 
     log_root: Path = Path("/var/log/pods")
+    root_dir: Path = Path("/var/lib/kubelet")  # tailoredKubeletConfig.rootDirectory: pods/<uid>/volumes
     runtime_handler: str = ""
 
 
@@ -52,17 +54,22 @@ def sandbox_config(spec: PodSpec, attempt: int, options: RuntimeOptions) -> PodS
         port_mappings=ports,
         # The pod's own labels too (kubelet does), so tools selecting by app label find the sandbox.
         labels={**spec.labels, **spec.pod_labels()},
-        linux=LinuxPodSandboxConfig(security_context=LinuxSandboxSecurityContext(namespace_options=_namespaces(spec))),
+        linux=LinuxPodSandboxConfig(security_context=LinuxSandboxSecurityContext(
+            namespace_options=_namespaces(spec), privileged=sandbox_privileged(spec))),
     )
 
 
-def container_config(spec: PodSpec, container: ContainerSpec, attempt: int) -> ContainerConfig:
+def container_config(spec: PodSpec, container: ContainerSpec, attempt: int, *,
+                     envs: list[tuple[str, str]] | None = None, mounts: list[Mount] | None = None) -> ContainerConfig:
+    """`envs`: the resolved env (pods.volumes.resolve_env), else the literal entries; `mounts`: the volumes'."""
     return ContainerConfig(
         metadata=ContainerMetadata(name=container.name, attempt=attempt),
         image=ImageSpec(image=container.image),
         command=list(container.command), args=list(container.args), working_dir=container.working_dir,
-        envs=[KeyValue(key=k, value=v) for k, v in container.env],
+        envs=[KeyValue(key=k, value=v) for k, v in (container.env if envs is None else envs)],
+        mounts=list(mounts or []),
         labels={**spec.pod_labels(), LABEL_CONTAINER_NAME: container.name},
         log_path=f"{container.name}/{attempt}.log",
-        linux=LinuxContainerConfig(security_context=LinuxContainerSecurityContext(namespace_options=_namespaces(spec))),
+        linux=LinuxContainerConfig(resources=linux_resources(container),
+                                   security_context=security_context(spec, container, _namespaces(spec))),
     )

@@ -14,6 +14,7 @@ from common.log import get_logger
 from edgecore.cri import CRIClient
 from edgecore.edged.pods.configs import RuntimeOptions
 from edgecore.edged.pods.spec import PodSpec
+from edgecore.edged.pods.volumes import ObjectGetter
 from edgecore.edged.pods.worker import RESYNC, DeletedSink, PodWorker, StatusSink
 
 log = get_logger("edged")
@@ -21,11 +22,13 @@ log = get_logger("edged")
 
 class PodManager:
     def __init__(self, tasks: asyncio.TaskGroup, cri: CRIClient, *, host_ip: str, on_status: StatusSink,
-                 on_deleted: DeletedSink, options: RuntimeOptions | None = None, resync: float = RESYNC) -> None:
+                 on_deleted: DeletedSink, options: RuntimeOptions | None = None, resync: float = RESYNC,
+                 objects: ObjectGetter | None = None) -> None:
         self.cri = cri
         self.host_ip = host_ip
         self.options = options or RuntimeOptions()
         self.resync = resync
+        self.objects = objects
         self.workers: dict[str, PodWorker] = {}
         self._tasks = tasks
         self._on_status = on_status
@@ -42,7 +45,7 @@ class PodManager:
             worker.update(spec)
             return
         worker = PodWorker(self.cri, spec, host_ip=self.host_ip, on_status=self._on_status,
-                           on_deleted=self._on_deleted, options=self.options, resync=self.resync)
+                           on_deleted=self._on_deleted, options=self.options, resync=self.resync, objects=self.objects)
         self.workers[spec.uid] = worker
         self._tasks.create_task(self._run(worker), name=f"edged:pod:{spec.key}")
 

@@ -35,14 +35,50 @@ class ContainerPort:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class EnvVar:
+    """One `env` entry: a literal value, or `source` (its valueFrom, as sent) resolved at container start."""
+
+    name: str
+    value: str = ""
+    source: dict[str, Any] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class VolumeMount:
+    name: str
+    mount_path: str
+    read_only: bool = False
+    sub_path: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Volume:
+    """A pod volume: `kind` is its source's key (emptyDir, hostPath, configMap, secret, downwardAPI, or
+    whatever else was sent, which the worker then refuses with a clear reason), `source` that object."""
+
+    name: str
+    kind: str
+    source: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ContainerSpec:
     name: str
     image: str
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
+    env_vars: tuple[EnvVar, ...] = ()
+    env_from: tuple[dict[str, Any], ...] = field(default=(), compare=False)
     working_dir: str = ""
     ports: tuple[ContainerPort, ...] = ()
+    mounts: tuple[VolumeMount, ...] = ()
+    resources: dict[str, Any] = field(default_factory=dict, compare=False)
+    security: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def env(self) -> tuple[tuple[str, str], ...]:
+        """The literal env entries (valueFrom ones need the pod's objects: see pods.volumes.resolve_env)."""
+        return tuple((e.name, e.value) for e in self.env_vars if e.source is None)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -56,6 +92,10 @@ class PodSpec:
     grace_seconds: int = DEFAULT_GRACE_SECONDS
     containers: tuple[ContainerSpec, ...] = ()
     labels: dict[str, str] = field(default_factory=dict, compare=False)
+    annotations: dict[str, str] = field(default_factory=dict, compare=False)
+    volumes: tuple[Volume, ...] = ()
+    security: dict[str, Any] = field(default_factory=dict, compare=False)  # the pod's securityContext
+    service_account: str = ""
     deleting: bool = False
 
     @property
@@ -67,6 +107,9 @@ class PodSpec:
 
     def container(self, name: str) -> ContainerSpec | None:
         return next((c for c in self.containers if c.name == name), None)
+
+    def volume(self, name: str) -> Volume | None:
+        return next((v for v in self.volumes if v.name == name), None)
 
 
 def parse_pod(obj: object) -> PodSpec:
@@ -90,8 +133,25 @@ def parse_pod(obj: object) -> PodSpec:
         node_name=str(spec.get("nodeName") or ""), host_network=bool(spec.get("hostNetwork")),
         restart_policy=policy, grace_seconds=max(0, int(grace)) if isinstance(grace, int) else DEFAULT_GRACE_SECONDS,
         containers=containers, labels={str(k): str(v) for k, v in _mapping(metadata.get("labels")).items()},
+        annotations={str(k): str(v) for k, v in _mapping(metadata.get("annotations")).items()},
+        volumes=tuple(_volume(v) for v in spec.get("volumes") or []), security=_mapping(spec.get("securityContext")),
+        service_account=str(spec.get("serviceAccountName") or ""),
         deleting=bool(metadata.get("deletionTimestamp")),
     )
+
+
+_VOLUME_META: Final = frozenset({"name"})
+
+
+def _volume(obj: object) -> Volume:
+    raw = _mapping(obj)
+    name = str(raw.get("name") or "")
+    if not name:
+        raise PodSpecError("every volume needs a name")
+    kinds = [k for k in raw if k not in _VOLUME_META]
+    # Neither none nor several sources is runnable; the worker reports it (kind "") instead of guessing.
+    kind = kinds[0] if len(kinds) == 1 else ""
+    return Volume(name=name, kind=kind, source=_mapping(raw.get(kind)) if kind else {})
 
 
 def _mapping(value: object) -> dict[str, Any]:
@@ -103,14 +163,19 @@ def _container(obj: object) -> ContainerSpec:
     name, image = str(raw.get("name") or ""), str(raw.get("image") or "")
     if not name or not image:
         raise PodSpecError("every container needs a name and an image")
-    # Only literal values: valueFrom (configMap, secret, fieldRef) needs volumes/downward API, not built yet.
-    env = tuple((str(e["name"]), str(e.get("value") or "")) for e in map(_mapping, raw.get("env") or [])
-                if e.get("name") and "valueFrom" not in e)
+    env = tuple(EnvVar(name=str(e["name"]), value=str(e.get("value") or ""),
+                       source=_mapping(e["valueFrom"]) if "valueFrom" in e else None)
+                for e in map(_mapping, raw.get("env") or []) if e.get("name"))
+    mounts = tuple(VolumeMount(name=str(m["name"]), mount_path=str(m["mountPath"]), read_only=bool(m.get("readOnly")),
+                               sub_path=str(m.get("subPath") or ""))
+                   for m in map(_mapping, raw.get("volumeMounts") or []) if m.get("name") and m.get("mountPath"))
     ports = tuple(
         ContainerPort(container_port=int(p["containerPort"]), host_port=int(p.get("hostPort") or 0),
                       protocol=str(p.get("protocol") or "TCP"), host_ip=str(p.get("hostIP") or ""))
         for p in map(_mapping, raw.get("ports") or []) if p.get("containerPort"))
     return ContainerSpec(
         name=name, image=image, command=tuple(map(str, raw.get("command") or ())),
-        args=tuple(map(str, raw.get("args") or ())), env=env, working_dir=str(raw.get("workingDir") or ""),
-        ports=ports)
+        args=tuple(map(str, raw.get("args") or ())), env_vars=env,
+        env_from=tuple(map(_mapping, raw.get("envFrom") or [])), working_dir=str(raw.get("workingDir") or ""),
+        ports=ports, mounts=mounts, resources=_mapping(raw.get("resources")),
+        security=_mapping(raw.get("securityContext")))

@@ -38,8 +38,18 @@ from edgecore.edged.pods.planner import (
     backoff_delay,
     plan,
 )
-from edgecore.edged.pods.spec import PodSpec
+from edgecore.edged.pods.spec import PodSpec, PodSpecError
 from edgecore.edged.pods.status import JSON, pod_status
+from edgecore.edged.pods.volumes import (
+    PROJECTED,
+    ObjectGetter,
+    VolumeError,
+    container_mounts,
+    pod_dir,
+    prepare_volumes,
+    remove_pod_dir,
+    resolve_env,
+)
 
 log = get_logger("edged")
 
@@ -62,7 +72,7 @@ class PodWorker:
     def __init__(self, cri: CRIClient, spec: PodSpec, *, host_ip: str, on_status: StatusSink,
                  on_deleted: DeletedSink | None = None, options: RuntimeOptions | None = None,
                  clock: Callable[[], float] = time.time, resync: float = RESYNC,
-                 pull_timeout: float = PULL_TIMEOUT) -> None:
+                 pull_timeout: float = PULL_TIMEOUT, objects: ObjectGetter | None = None) -> None:
         self.cri = cri
         self.spec = spec
         self.host_ip = host_ip
@@ -70,6 +80,7 @@ class PodWorker:
         self.clock = clock
         self.resync = resync
         self.pull_timeout = pull_timeout
+        self.objects = objects  # the configMaps/secrets MetaManager stored, for volumes and env
         self.last_status: JSON | None = None
         self._on_status = on_status
         self._on_deleted = on_deleted
@@ -90,6 +101,7 @@ class PodWorker:
                 log.warning("pod sync failed; retrying", pod=self.spec.key, err=exc)
                 result = Plan()
             if result.finished:
+                await asyncio.to_thread(remove_pod_dir, self.options.root_dir, self.spec.uid)
                 if self._on_deleted is not None:
                     await self._on_deleted(self.spec)
                 return
@@ -111,8 +123,20 @@ class PodWorker:
             await self._apply(spec, result)
         observed = await observe(self.cri, spec.uid)
         if not spec.deleting:
+            await self._refresh_volumes(spec)
             await self._report(spec, observed, result)
         return result
+
+    async def _refresh_volumes(self, spec: PodSpec) -> None:
+        """Rewrite configMap/secret/downwardAPI volumes whose content changed (running containers see it)."""
+        if not any(v.kind in PROJECTED for v in spec.volumes):
+            return
+        if not await asyncio.to_thread(pod_dir(self.options.root_dir, spec.uid).is_dir):
+            return
+        try:
+            await prepare_volumes(spec, self.options.root_dir, self.objects, only_projected=True)
+        except (VolumeError, OSError) as exc:
+            log.v(2).info("pod volumes not refreshed", pod=spec.key, err=exc)
 
     # ---- applying ---------------------------------------------------------------------------------
 
@@ -188,8 +212,15 @@ class PodWorker:
         container = spec.container(action.name)
         assert container is not None
         try:
-            container_id = await self.cri.create_container(
-                sandbox[0], container_config(spec, container, action.attempt), sandbox[1])
+            dirs = await prepare_volumes(spec, self.options.root_dir, self.objects)
+            mounts = await container_mounts(container, spec, dirs)
+            envs = await resolve_env(spec, container, self.objects, pod_ip=await self._pod_ip(spec, sandbox[0]),
+                                     host_ip=self.host_ip)
+            config = container_config(spec, container, action.attempt, envs=envs, mounts=mounts)
+        except (VolumeError, PodSpecError, OSError) as exc:
+            return Waiting(reason="CreateContainerConfigError", message=str(exc))
+        try:
+            container_id = await self.cri.create_container(sandbox[0], config, sandbox[1])
         except CRIError as exc:
             return Waiting(reason="CreateContainerError", message=exc.details)
         try:
@@ -203,6 +234,15 @@ class PodWorker:
         log.info("container started", pod=spec.key, container=action.name, id=container_id[:13],
                  attempt=action.attempt)
         return None
+
+    async def _pod_ip(self, spec: PodSpec, sandbox_id: str) -> str:
+        wanted = any(v.source and "status.podIP" in str(v.source) for c in spec.containers for v in c.env_vars)
+        if not wanted:
+            return ""
+        if spec.host_network:
+            return self.host_ip
+        status = await self.cri.pod_sandbox_status(sandbox_id)
+        return status.network.ip if status.network else ""
 
     # ---- reporting --------------------------------------------------------------------------------
 
