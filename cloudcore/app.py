@@ -9,6 +9,8 @@ import asyncio
 
 from cloudcore import kube
 from cloudcore.cloudhub.hub import CloudHubModule
+from cloudcore.cloudstream.module import CloudStreamModule
+from cloudcore.devicecontroller import DeviceControllerModule
 from cloudcore.dynamiccontroller.module import DynamicControllerModule
 from cloudcore.edgecontroller import EdgeControllerModule
 from common import daemon
@@ -39,6 +41,10 @@ async def run(config: CloudCoreConfig, stop: asyncio.Event) -> int:
             modules.append(CloudHubModule(config.modules.cloud_hub, client, lookup))
         if config.modules.edge_controller.enable:
             modules.append(edgecontroller)
+        if config.modules.cloud_stream.enable:
+            modules.append(CloudStreamModule(config.modules.cloud_stream, config.modules.cloud_hub, client))
+        if config.modules.device_controller.enable:
+            modules.append(DeviceControllerModule(client))
         if config.modules.dynamic_controller.enable:
             modules.append(DynamicControllerModule(client))
         daemon.sd_notify("READY=1")

@@ -22,6 +22,7 @@ from edgecore.cri import CRIClient
 from edgecore.edged.module import EdgedModule
 from edgecore.edgehub.hub import EdgeHubModule
 from edgecore.edgehub.outbox_store import PersistentOutbox
+from edgecore.edgestream.module import EdgeStreamModule
 from edgecore.metamanager.module import MetaManagerModule
 from edgecore.metamanager.store import MetaStore
 from edgecore.metaserver.server import MetaServerModule
@@ -65,6 +66,8 @@ async def run(config: EdgeCoreConfig, stop: asyncio.Event) -> int:
             # tailoredKubeletConfig.containerRuntimeEndpoint; the channel opens on Edged's first call.
             cri = CRIClient.from_config(config.modules.edged.tailored_kubelet_config)
             modules.append(EdgedModule(config.modules.edged, cri=cri, store=store))
+        if config.modules.edge_stream.enable:
+            modules.append(EdgeStreamModule(config.modules.edge_stream, node, config.modules.edged.node_ip, cri))
         if config.modules.edge_hub.enable:
             modules.append(EdgeHubModule(config.modules.edge_hub, node, outbox, config.source_path))
         daemon.sd_notify("READY=1")

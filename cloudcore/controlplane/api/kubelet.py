@@ -2,7 +2,9 @@
 
 `LogOptions` reads and validates a request's PodLogOptions, `log_container` picks the container
 (kube-apiserver's rules and messages), `node_endpoint` finds a node's kubelet (InternalIP, else
-Hostname, from status.addresses; port from status.daemonEndpoints.kubeletEndpoint, else 10250), and
+Hostname, from status.addresses; port from status.daemonEndpoints.kubeletEndpoint, else 10250; for an
+edge node, labelled `node-role.kubernetes.io/edge`, the `cloudstream.kubeedge.io/endpoint` annotation's
+`host:port` when set: cloudcore's CloudStream, which relays to the node over its tunnel), and
 `KubeletProxy.stream_logs` GETs `https://<node>:<port>/containerLogs/<ns>/<pod>/<container>` and
 hands back the body's chunks as they arrive.
 
@@ -43,6 +45,9 @@ from common.log import get_logger
 log = get_logger("apiserver")
 
 DEFAULT_PORT: Final = 10250
+EDGE_ROLE_LABEL: Final = "node-role.kubernetes.io/edge"
+STREAM_ENDPOINT_ANNOTATION: Final = "cloudstream.kubeedge.io/endpoint"  # set by cloudcore's CloudStream
+_HOST_PORT: Final = re.compile(r"\[(?P<v6>[^\]]+)\]:(?P<v6port>[0-9]{1,5})|(?P<host>[^:\[\]]+):(?P<port>[0-9]{1,5})")
 CONNECT_TIMEOUT: Final = 5.0  # TCP connect and TLS handshake
 READ_TIMEOUT: Final = 60.0  # longest silence of a kubelet answering a request that does not follow
 MAX_ERROR_BODY: Final = 50_000  # as much of a kubelet's error answer as kube-apiserver reads
@@ -127,7 +132,13 @@ def log_container(pod: Mapping[str, Any], container: str) -> str:
 
 
 def node_endpoint(node: Mapping[str, Any]) -> tuple[str, int]:
-    """(host, port) of a Node's kubelet; 500 when the node reports no usable address, as kube-apiserver."""
+    """(host, port) of a Node's kubelet; 500 when the node reports no usable address, as kube-apiserver.
+    An edge node with CloudStream's endpoint annotation is reached there instead."""
+    metadata = node.get("metadata") or {}
+    if EDGE_ROLE_LABEL in (metadata.get("labels") or {}):
+        stream = _HOST_PORT.fullmatch(str((metadata.get("annotations") or {}).get(STREAM_ENDPOINT_ANNOTATION, "")))
+        if stream is not None and 0 < int(stream["v6port"] or stream["port"]) < 65536:
+            return stream["v6"] or stream["host"], int(stream["v6port"] or stream["port"])
     status = node.get("status") or {}
     addresses = [a for a in status.get("addresses") or () if isinstance(a, Mapping)]
     host = next((str(a["address"]) for kind in ("InternalIP", "Hostname") for a in addresses
