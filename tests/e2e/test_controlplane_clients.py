@@ -151,7 +151,14 @@ def test_kill_9_during_a_write_burst_loses_no_acknowledged_write(tmp_path: Path)
     instance.start()
     acked: list[tuple[str, int]] = []
     try:
-        killer = threading.Timer(1.0, lambda: instance.proc.send_signal(signal.SIGKILL) if instance.proc else None)
+        def kill_mid_burst() -> None:  # after enough acknowledged writes, not after a fixed time (load varies)
+            deadline = time.monotonic() + 30
+            while len(acked) < 200 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if instance.proc:
+                instance.proc.send_signal(signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_mid_burst, daemon=True)
         killer.start()
         asyncio.run(burst(instance, acked, stop_after=50_000))
         killer.join()
