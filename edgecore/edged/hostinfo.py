@@ -5,6 +5,7 @@ Pure functions over an injectable root directory, so tests read a fake /proc ins
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from pathlib import Path
@@ -42,7 +43,10 @@ def capacity(max_pods: int, root: Path = Path("/")) -> dict[str, str]:
     return {"cpu": str(os.cpu_count() or 1), "memory": f"{memory_bytes(root) // 1024}Ki", "pods": str(max_pods)}
 
 
+@functools.lru_cache(maxsize=4)
 def node_info(root: Path = Path("/")) -> dict[str, str]:
+    """The Node's systemInfo; read once per root (it cannot change while edgecore runs), not on every
+    status report. Callers must not modify the returned dict."""
     machine = platform.machine()
     return {
         "machineID": _read(root, "/etc/machine-id"),

@@ -63,7 +63,7 @@ def node_status(facts: NodeFacts, now: datetime) -> dict[str, Any]:
         "conditions": conditions,
         "addresses": hostinfo.addresses(facts.node_ip, facts.name),
         "daemonEndpoints": {"kubeletEndpoint": {"Port": facts.kubelet_port}},
-        "nodeInfo": hostinfo.node_info(facts.root),
+        "nodeInfo": dict(hostinfo.node_info(facts.root)),
     }
 
 
