@@ -1,4 +1,5 @@
-"""The sans-I/O pod planner, spec parsing and status: no containerd, fixed clock values."""
+"""The sans-I/O pod planner, spec parsing and status (init containers, probe health, QoS): no containerd, fixed
+clock values."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from edgecore.edged.pods.planner import (
     backoff_delay,
     plan,
 )
+from edgecore.edged.pods.probes import Health
 from edgecore.edged.pods.spec import PodSpec, PodSpecError, parse_pod
-from edgecore.edged.pods.status import pod_status
+from edgecore.edged.pods.status import pod_status, qos_class
 
 NOW = 1_000_000.0
 
@@ -191,3 +193,131 @@ def test_host_network_pod_ip_is_the_host_ip() -> None:
     spec = dataclasses.replace(pod(), host_network=True)
     status = pod_status(spec, Observed(sandboxes=(ObservedSandbox(id="sb", ready=True),)), {}, "192.0.2.2", NOW)
     assert status["podIP"] == "192.0.2.2"
+
+
+# ---- probes: a failed liveness/startup probe stops the instance; status follows the probes -------------
+
+
+def test_an_unhealthy_container_is_stopped_then_restarted_per_policy() -> None:
+    observed = Observed(sandboxes=(SANDBOX,), containers=(container(),))
+    assert plan(pod(), observed, NOW, {"c0": "failed liveness probe"}).actions == [StopContainer("c0", 7)]
+    assert plan(pod(), observed, NOW, {"other": "x"}).actions == []
+    killed = Observed(sandboxes=(SANDBOX,), containers=(container(RunState.EXITED, exit_code=137, finished=NOW - 10),))
+    assert plan(pod(), killed, NOW, {"c0": "failed liveness probe"}).actions == [StartContainer("app", 1)]
+    assert plan(pod("Never"), killed, NOW).actions == []
+
+
+def test_status_follows_the_probes_health_and_carries_the_kill_message() -> None:
+    observed = Observed(sandboxes=(SANDBOX,), containers=(
+        container(RunState.EXITED, attempt=0, cid="old", exit_code=137, finished=NOW - 5),
+        container(attempt=1, cid="new")))
+    status = pod_status(pod(), observed, {}, "192.0.2.2", NOW, health={"new": Health(started=True, ready=False)},
+                        messages={"old": "Container app failed liveness probe: boom"})
+    (app,) = status["containerStatuses"]
+    assert (app["started"], app["ready"], app["restartCount"]) == (True, False, 1)
+    assert app["lastState"]["terminated"]["message"] == "Container app failed liveness probe: boom"
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Ready"]["status"] == conditions["ContainersReady"]["status"] == "False"
+    assert conditions["Ready"]["message"] == "containers with unready status: [app]"
+    assert status["phase"] == "Running"
+
+
+def test_the_runtime_reason_passes_through_so_oom_kills_show() -> None:
+    oom = dataclasses.replace(container(RunState.EXITED, exit_code=137, finished=NOW), reason="OOMKilled")
+    assert _status("Never", oom)["containerStatuses"][0]["state"]["terminated"]["reason"] == "OOMKilled"
+    crash = _status("Always", oom, waiting={"app": Waiting(reason="CrashLoopBackOff")})
+    assert crash["containerStatuses"][0]["lastState"]["terminated"]["reason"] == "OOMKilled"
+
+
+# ---- init containers -----------------------------------------------------------------------------------
+
+
+def init_pod(policy: str = "Always") -> PodSpec:
+    inits = [{"name": n, "image": "docker.io/local/busybox:1.0", "command": ["true"]} for n in ("one", "two")]
+    return pod(policy, initContainers=inits)
+
+
+def test_init_containers_run_one_by_one_before_the_app() -> None:
+    spec = init_pod()
+    assert plan(spec, Observed(), NOW).actions == [RunSandbox(0), StartContainer("one", 0)]
+    first = container(RunState.RUNNING, cid="i1", name="one")
+    assert plan(spec, Observed(sandboxes=(SANDBOX,), containers=(first,)), NOW).actions == []
+    done = container(RunState.EXITED, cid="i1", name="one", finished=NOW - 1)
+    assert plan(spec, Observed(sandboxes=(SANDBOX,), containers=(done,)), NOW).actions == [StartContainer("two", 0)]
+    both = (done, container(RunState.EXITED, cid="i2", name="two", finished=NOW - 1))
+    assert plan(spec, Observed(sandboxes=(SANDBOX,), containers=both), NOW).actions == [StartContainer("app", 0)]
+    # Completed init containers are not run again (a restarted edgecore sees them in the runtime).
+    assert plan(spec, Observed(sandboxes=(SANDBOX,), containers=(*both, container())), NOW).actions == []
+
+
+def test_a_failed_init_container_is_restarted_with_backoff_and_blocks_the_app() -> None:
+    failed = container(RunState.EXITED, cid="i1", name="one", exit_code=1, finished=NOW - 1)
+    early = plan(init_pod("OnFailure"), Observed(sandboxes=(SANDBOX,), containers=(failed,)), NOW)
+    assert early.actions == [] and early.waiting["one"].reason == "CrashLoopBackOff"
+    late = plan(init_pod("Always"), Observed(sandboxes=(SANDBOX,), containers=(failed,)), NOW + 60)
+    assert late.actions == [StartContainer("one", 1)]
+
+
+def test_a_failed_init_container_under_never_fails_the_pod() -> None:
+    failed = container(RunState.EXITED, cid="i1", name="one", exit_code=1, finished=NOW - 1)
+    observed = Observed(sandboxes=(SANDBOX,), containers=(failed,))
+    assert plan(init_pod("Never"), observed, NOW + 3600).actions == []
+    stopped = dataclasses.replace(observed, sandboxes=(ObservedSandbox(id="sb", ready=False),))
+    assert plan(init_pod("Never"), stopped, NOW).actions == []  # not run again in a new sandbox either
+    status = pod_status(init_pod("Never"), observed, {}, "192.0.2.2", NOW)
+    assert status["phase"] == "Failed"
+    assert status["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 1
+
+
+def test_status_while_initializing() -> None:
+    running = container(RunState.RUNNING, cid="i1", name="one")
+    status = pod_status(init_pod(), Observed(sandboxes=(SANDBOX,), containers=(running,)), {}, "192.0.2.2", NOW)
+    assert status["phase"] == "Pending"
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Initialized"]["status"] == "False"
+    assert conditions["Initialized"]["message"] == "containers with incomplete status: [one two]"
+    one, two = status["initContainerStatuses"]
+    assert "running" in one["state"] and (one["ready"], one["started"]) == (False, True)
+    assert two["state"]["waiting"]["reason"] == "PodInitializing"
+    assert status["containerStatuses"][0]["state"]["waiting"]["reason"] == "PodInitializing"
+
+
+def test_status_once_initialized() -> None:
+    inits = (container(RunState.EXITED, cid="i1", name="one", finished=NOW - 2),
+             container(RunState.EXITED, cid="i2", name="two", finished=NOW - 1))
+    status = pod_status(init_pod(), Observed(sandboxes=(SANDBOX,), containers=(*inits, container())), {},
+                        "192.0.2.2", NOW)
+    assert status["phase"] == "Running"
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "PodScheduled": "True", "Initialized": "True", "ContainersReady": "True", "Ready": "True"}
+    assert [(s["ready"], s["state"]["terminated"]["reason"]) for s in status["initContainerStatuses"]] == [
+        (True, "Completed"), (True, "Completed")]
+
+
+# ---- QoS class -----------------------------------------------------------------------------------------
+
+
+def _resources(limits: dict[str, str] | None = None, requests: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"limits": limits or {}, "requests": requests or {}}
+
+
+@pytest.mark.parametrize(("app", "init", "qos"), [
+    ({}, None, "BestEffort"),
+    (_resources({"cpu": "500m", "memory": "64Mi"}), None, "Guaranteed"),
+    (_resources({"cpu": "0.5", "memory": "64Mi"}, {"cpu": "500m", "memory": "67108864"}), None, "Guaranteed"),
+    (_resources({"cpu": "500m", "memory": "64Mi"}, {"cpu": "100m"}), None, "Burstable"),
+    (_resources({"memory": "64Mi"}), None, "Burstable"),
+    (_resources(requests={"cpu": "100m"}), None, "Burstable"),
+    (_resources({"cpu": "1", "memory": "1Gi"}), {}, "Burstable"),  # the init container has no limits
+    (_resources({"cpu": "1", "memory": "1Gi"}), _resources({"cpu": "1", "memory": "1Gi"}), "Guaranteed"),
+    ({}, _resources(requests={"memory": "1Mi"}), "Burstable"),
+    (_resources(requests={"cpu": "0"}), None, "BestEffort"),
+    (_resources({"cpu": "lots"}), None, "BestEffort"),
+])
+def test_qos_class_as_kubernetes_computes_it(app: dict[str, Any], init: dict[str, Any] | None, qos: str) -> None:
+    containers = [{"name": "app", "image": "i", "resources": app}]
+    inits = [] if init is None else [{"name": "init", "image": "i", "resources": init}]
+    spec = parse_pod({"metadata": {"uid": "u", "name": "n"}, "spec": {"containers": containers,
+                                                                       "initContainers": inits}})
+    assert qos_class(spec) == qos
+    assert pod_status(spec, Observed(), {}, "", NOW)["qosClass"] == qos

@@ -1,7 +1,9 @@
 """The parts of a v1.Pod that Edged acts on, parsed once from the dict the cloud sent.
 
-Parsing is lenient where Kubernetes has defaults (restartPolicy Always, grace period 30 s) and strict
-where acting on a guess would run the wrong thing (no uid, no name, a container without an image).
+Parsing is lenient where Kubernetes has defaults (restartPolicy Always, grace period 30 s, probe timings)
+and strict where acting on a guess would run the wrong thing (no uid, no name, a container without an
+image). A probe is kept as sent, even one that cannot run (no handler, an undeclared port name): the
+worker refuses to start that container with a clear reason, so one bad pod never fails the parse.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class PodSpecError(KubeEdgeError):
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ContainerPort:
     container_port: int
+    name: str = ""
     host_port: int = 0
     protocol: str = "TCP"
     host_ip: str = ""
@@ -61,6 +64,27 @@ class Volume:
     source: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
+ProbeHandler = Literal["exec", "httpGet", "tcpSocket", "grpc", ""]  # "": none, or several
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Probe:
+    """A liveness/readiness/startup probe with kubelet's defaults; `port` is a number or a port name."""
+
+    handler: ProbeHandler
+    command: tuple[str, ...] = ()  # exec
+    port: int | str = 0  # httpGet, tcpSocket
+    host: str = ""  # "": the pod IP (the host IP for hostNetwork pods)
+    path: str = "/"
+    scheme: str = "HTTP"
+    headers: tuple[tuple[str, str], ...] = ()
+    initial_delay: float = 0.0
+    period: float = 10.0
+    timeout: float = 1.0
+    success_threshold: int = 1
+    failure_threshold: int = 3
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ContainerSpec:
     name: str
@@ -74,6 +98,13 @@ class ContainerSpec:
     mounts: tuple[VolumeMount, ...] = ()
     resources: dict[str, Any] = field(default_factory=dict, compare=False)
     security: dict[str, Any] = field(default_factory=dict, compare=False)
+    liveness: Probe | None = None
+    readiness: Probe | None = None
+    startup: Probe | None = None
+
+    @property
+    def probed(self) -> bool:
+        return any((self.liveness, self.readiness, self.startup))
 
     @property
     def env(self) -> tuple[tuple[str, str], ...]:
@@ -91,6 +122,7 @@ class PodSpec:
     restart_policy: RestartPolicy = "Always"
     grace_seconds: int = DEFAULT_GRACE_SECONDS
     containers: tuple[ContainerSpec, ...] = ()
+    init_containers: tuple[ContainerSpec, ...] = ()  # run in order, each to success, before `containers`
     labels: dict[str, str] = field(default_factory=dict, compare=False)
     annotations: dict[str, str] = field(default_factory=dict, compare=False)
     volumes: tuple[Volume, ...] = ()
@@ -106,7 +138,11 @@ class PodSpec:
         return {LABEL_POD_UID: self.uid, LABEL_POD_NAME: self.name, LABEL_POD_NAMESPACE: self.namespace}
 
     def container(self, name: str) -> ContainerSpec | None:
-        return next((c for c in self.containers if c.name == name), None)
+        """The app or init container `name`."""
+        return next((c for c in (*self.init_containers, *self.containers) if c.name == name), None)
+
+    def is_init(self, name: str) -> bool:
+        return any(c.name == name for c in self.init_containers)
 
     def volume(self, name: str) -> Volume | None:
         return next((v for v in self.volumes if v.name == name), None)
@@ -132,7 +168,8 @@ def parse_pod(obj: object) -> PodSpec:
         uid=uid, name=name, namespace=str(metadata.get("namespace") or "default"),
         node_name=str(spec.get("nodeName") or ""), host_network=bool(spec.get("hostNetwork")),
         restart_policy=policy, grace_seconds=max(0, int(grace)) if isinstance(grace, int) else DEFAULT_GRACE_SECONDS,
-        containers=containers, labels={str(k): str(v) for k, v in _mapping(metadata.get("labels")).items()},
+        containers=containers, init_containers=tuple(_container(c) for c in spec.get("initContainers") or []),
+        labels={str(k): str(v) for k, v in _mapping(metadata.get("labels")).items()},
         annotations={str(k): str(v) for k, v in _mapping(metadata.get("annotations")).items()},
         volumes=tuple(_volume(v) for v in spec.get("volumes") or []), security=_mapping(spec.get("securityContext")),
         service_account=str(spec.get("serviceAccountName") or ""),
@@ -170,12 +207,51 @@ def _container(obj: object) -> ContainerSpec:
                                sub_path=str(m.get("subPath") or ""))
                    for m in map(_mapping, raw.get("volumeMounts") or []) if m.get("name") and m.get("mountPath"))
     ports = tuple(
-        ContainerPort(container_port=int(p["containerPort"]), host_port=int(p.get("hostPort") or 0),
-                      protocol=str(p.get("protocol") or "TCP"), host_ip=str(p.get("hostIP") or ""))
+        ContainerPort(container_port=int(p["containerPort"]), name=str(p.get("name") or ""),
+                      host_port=int(p.get("hostPort") or 0), protocol=str(p.get("protocol") or "TCP"),
+                      host_ip=str(p.get("hostIP") or ""))
         for p in map(_mapping, raw.get("ports") or []) if p.get("containerPort"))
     return ContainerSpec(
         name=name, image=image, command=tuple(map(str, raw.get("command") or ())),
         args=tuple(map(str, raw.get("args") or ())), env_vars=env,
         env_from=tuple(map(_mapping, raw.get("envFrom") or [])), working_dir=str(raw.get("workingDir") or ""),
         ports=ports, mounts=mounts, resources=_mapping(raw.get("resources")),
-        security=_mapping(raw.get("securityContext")))
+        security=_mapping(raw.get("securityContext")), liveness=_probe(raw.get("livenessProbe")),
+        readiness=_probe(raw.get("readinessProbe")), startup=_probe(raw.get("startupProbe")))
+
+
+_HANDLERS: Final[tuple[ProbeHandler, ...]] = ("exec", "httpGet", "tcpSocket", "grpc")
+
+
+def _probe(obj: object) -> Probe | None:
+    raw = _mapping(obj)
+    if not raw:
+        return None
+    handlers = [h for h in _HANDLERS if h in raw]
+    handler: ProbeHandler = handlers[0] if len(handlers) == 1 else ""
+    action = _mapping(raw.get(handler)) if handler else {}
+    path = str(action.get("path") or "/")
+    return Probe(
+        handler=handler, command=tuple(map(str, action.get("command") or ())) if handler == "exec" else (),
+        port=_int_or_name(action.get("port")), host=str(action.get("host") or ""),
+        path=path if path.startswith("/") else f"/{path}", scheme=str(action.get("scheme") or "HTTP").upper(),
+        headers=tuple((str(h["name"]), str(h.get("value") or ""))
+                      for h in map(_mapping, action.get("httpHeaders") or []) if h.get("name")),
+        # Below 1 (or 0 for the delay) the API server would have refused them; clamp rather than spin.
+        initial_delay=float(max(0, _int(raw.get("initialDelaySeconds"), 0))),
+        period=float(max(1, _int(raw.get("periodSeconds"), 10))),
+        timeout=float(max(1, _int(raw.get("timeoutSeconds"), 1))),
+        success_threshold=max(1, _int(raw.get("successThreshold"), 1)),
+        failure_threshold=max(1, _int(raw.get("failureThreshold"), 3)))
+
+
+def _int(value: object, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _int_or_name(value: object) -> int | str:
+    """An IntOrString port: digits are a number (kubelet's intstr parsing), anything else a port name."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value or "")
+    return int(text) if text.isdigit() else text or 0

@@ -1,14 +1,20 @@
 """One asyncio task per pod: observe the runtime, plan, apply the plan through CRI, report the status.
 
-It runs until the pod is deleted and nothing of it is left in the runtime. A spec update or a delete
-wakes it at once; otherwise it re-syncs every `resync` seconds (that is also how exits are noticed: no
-event stream yet) or when a back-off ends. A CRI error ends one round, not the worker: it is logged,
-and the next round starts from a fresh observation, so a half-applied plan is never trusted.
+It runs until the pod is deleted and nothing of it is left in the runtime. A spec update, a delete or a
+probe's verdict wakes it at once; otherwise it re-syncs every `resync` seconds (that is also how exits
+are noticed: no event stream yet) or when a back-off ends. A CRI error ends one round, not the worker:
+it is logged, and the next round starts from a fresh observation, so a half-applied plan is never trusted.
 
 Image policy: a locally present image is used; a missing one is pulled once, within `pull_timeout`
 (these nodes have no registry, so that fails fast), and the container then waits with ErrImagePull,
 later ImagePullBackOff, with the same back-off as crashes. The same back-off guards a container the
 runtime refuses to create or start, so a broken spec never turns into a busy loop.
+
+Probes: the worker owns one prober task (pods.probes) per running container instance that has probes,
+started when it observes the instance running and cancelled when the instance stops or the pod goes
+(or the worker ends). A failed liveness/startup probe makes the planner stop that instance; its
+terminated state then carries why. A probe that can never run keeps its container from starting
+(CreateContainerConfigError, with the reason).
 """
 
 from __future__ import annotations
@@ -29,15 +35,18 @@ from edgecore.edged.pods.planner import (
     Action,
     KillSandbox,
     Observed,
+    ObservedContainer,
     Plan,
     RemoveContainer,
     RunSandbox,
+    RunState,
     StartContainer,
     StopContainer,
     Waiting,
     backoff_delay,
     plan,
 )
+from edgecore.edged.pods.probes import Prober, check_probes
 from edgecore.edged.pods.spec import PodSpec, PodSpecError
 from edgecore.edged.pods.status import JSON, pod_status
 from edgecore.edged.pods.volumes import (
@@ -87,6 +96,8 @@ class PodWorker:
         self._wake = asyncio.Event()
         self._failures: dict[str, _Failure] = {}
         self._transitions: dict[str, tuple[str, str]] = {}  # condition type -> (status, lastTransitionTime)
+        self._probers: dict[str, Prober] = {}  # container id -> the task probing that running instance
+        self._killed: dict[str, str] = {}  # container id -> why a probe had it killed, for its terminated state
 
     def update(self, spec: PodSpec) -> None:
         """A new desired state (a delete is `spec.deleting`); a deleting pod never comes back to life."""
@@ -94,18 +105,21 @@ class PodWorker:
         self._wake.set()
 
     async def run(self) -> None:
-        while True:
-            try:
-                result = await self.sync_once()
-            except CRIError as exc:
-                log.warning("pod sync failed; retrying", pod=self.spec.key, err=exc)
-                result = Plan()
-            if result.finished:
-                await asyncio.to_thread(remove_pod_dir, self.options.root_dir, self.spec.uid)
-                if self._on_deleted is not None:
-                    await self._on_deleted(self.spec)
-                return
-            await self._sleep(result.wake_at)
+        try:
+            while True:
+                try:
+                    result = await self.sync_once()
+                except CRIError as exc:
+                    log.warning("pod sync failed; retrying", pod=self.spec.key, err=exc)
+                    result = Plan()
+                if result.finished:
+                    await asyncio.to_thread(remove_pod_dir, self.options.root_dir, self.spec.uid)
+                    if self._on_deleted is not None:
+                        await self._on_deleted(self.spec)
+                    return
+                await self._sleep(result.wake_at)
+        finally:
+            await self._stop_probers(set(self._probers))
 
     async def _sleep(self, wake_at: float | None) -> None:
         delay = self.resync if wake_at is None else max(0.0, min(self.resync, wake_at - self.clock()))
@@ -116,16 +130,53 @@ class PodWorker:
     async def sync_once(self) -> Plan:
         """One round: observe, plan, apply; then observe again and report the status if it changed."""
         spec = self.spec
-        result = plan(spec, await observe(self.cri, spec.uid), self.clock())
+        unhealthy = {cid: p.state.failed for cid, p in self._probers.items() if p.state.failed}
+        result = plan(spec, await observe(self.cri, spec.uid), self.clock(), unhealthy)
         if result.finished:
             return result
         if result.actions:
             await self._apply(spec, result)
         observed = await observe(self.cri, spec.uid)
+        await self._sync_probers(spec, observed)
         if not spec.deleting:
             await self._refresh_volumes(spec)
             await self._report(spec, observed, result)
         return result
+
+    # ---- probes -----------------------------------------------------------------------------------
+
+    async def _sync_probers(self, spec: PodSpec, observed: Observed) -> None:
+        """One prober per running, probed app container instance; none at all for a deleting pod."""
+        wanted = {c.id: c for c in observed.containers if not spec.deleting and self._probed(spec, c)}
+        await self._stop_probers(set(self._probers) - wanted.keys())
+        for container_id, container in wanted.items():
+            if container_id not in self._probers:
+                self._probers[container_id] = self._prober(spec, container, observed)
+        present = {c.id for c in observed.containers}
+        self._killed = {cid: why for cid, why in self._killed.items() if cid in present}
+
+    @staticmethod
+    def _probed(spec: PodSpec, container: ObservedContainer) -> bool:
+        wanted = spec.container(container.name)
+        return (container.state == RunState.RUNNING and wanted is not None and wanted.probed
+                and not spec.is_init(container.name))
+
+    def _prober(self, spec: PodSpec, container: ObservedContainer, observed: Observed) -> Prober:
+        wanted = spec.container(container.name)
+        assert wanted is not None
+        sandbox = observed.ready_sandbox
+        host = self.host_ip if spec.host_network else (sandbox.ip if sandbox else "")
+        return Prober(self.cri, wanted, container.id, started_at=container.started_at, host=host, clock=self.clock,
+                      on_change=self._wake.set, pod=spec.key)
+
+    async def _stop_probers(self, container_ids: set[str]) -> None:
+        tasks = []
+        for container_id in container_ids:
+            prober = self._probers.pop(container_id)
+            if prober.state.failed:
+                self._killed[container_id] = prober.state.failed
+            tasks.append(prober.cancel())
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _refresh_volumes(self, spec: PodSpec) -> None:
         """Rewrite configMap/secret/downwardAPI volumes whose content changed (running containers see it)."""
@@ -217,6 +268,7 @@ class PodWorker:
             envs = await resolve_env(spec, container, self.objects, pod_ip=await self._pod_ip(spec, sandbox[0]),
                                      host_ip=self.host_ip)
             config = container_config(spec, container, action.attempt, envs=envs, mounts=mounts)
+            check_probes(container)
         except (VolumeError, PodSpecError, OSError) as exc:
             return Waiting(reason="CreateContainerConfigError", message=str(exc))
         try:
@@ -251,7 +303,8 @@ class PodWorker:
         for name, failure in self._failures.items():
             waiting.setdefault(name, _backoff_reason(failure.waiting) if self.clock() < failure.retry_at
                                else failure.waiting)
-        status = pod_status(spec, observed, waiting, self.host_ip, self.clock())
+        health = {cid: prober.state.health for cid, prober in self._probers.items()}
+        status = pod_status(spec, observed, waiting, self.host_ip, self.clock(), health=health, messages=self._killed)
         self._keep_transition_times(status)
         if status != self.last_status:
             self.last_status = status
