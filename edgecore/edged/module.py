@@ -11,6 +11,10 @@ a PodManager runs one worker per pod (edgecore.edged.pods). At start the pods of
 SQLite are loaded, so they keep running after an edgecore restart without the cloud, and the workers
 adopt the containers still running (found by kubelet's labels). Pod status goes up as `podstatus`
 updates through MetaManager; a pod the cloud deleted is confirmed gone with a `pod` delete (its UID).
+Once the stored pods are loaded, and every minute after, what the runtime and the kubelet root hold of
+pods edged does not know is removed (edgecore.edged.orphans).
+
+The node's Lease is renewed every 10 s while connected (edgecore.edged.lease).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from common.modules import ModuleContext
 from common.reliable import ReconnectBackoff
 from common.resource import parse_edge_resource
 from edgecore.cri import CRIClient
+from edgecore.edged import orphans
+from edgecore.edged.lease import LeaseRenewer
 from edgecore.edged.nodestatus import NodeFacts, node_object, status_request
 from edgecore.edged.pods.configs import RuntimeOptions
 from edgecore.edged.pods.manager import PodManager
@@ -69,6 +75,7 @@ class EdgedModule:
         self.connected = asyncio.Event()
         self.registered = not kubelet.register_node
         self._report_now = asyncio.Event()
+        self.lease = LeaseRenewer(self.facts.name, int(kubelet.node_lease_duration_seconds), self.connected)
 
     async def run(self, ctx: ModuleContext) -> None:
         async with asyncio.TaskGroup() as tasks:
@@ -78,8 +85,10 @@ class EdgedModule:
                                        on_deleted=lambda spec: self._confirm_deleted(ctx, spec), options=self.options,
                                        objects=self._stored_object)
                 self.pods.load(await self._stored_pods())
+                tasks.create_task(orphans.sweep_forever(self.cri, self.pods.workers.keys, self.options.root_dir))
             tasks.create_task(self._listen(ctx))
             tasks.create_task(self._report(ctx))
+            tasks.create_task(self.lease.run(ctx))
 
     async def _listen(self, ctx: ModuleContext) -> None:
         while True:
