@@ -1,6 +1,6 @@
 """edgecore wiring: config in, the edge database opened, modules on one bus, run until stopped.
 
-Modules join the list below as they are built (edged, eventbus, devicetwin). The edge database is
+Modules join the list below as they are built. The edge database is
 one SQLite file (`database.dataSource`); MetaManager's `meta` table and EdgeHub's `outbox` each use
 their own connection to it (WAL), so their transactions never interleave; MetaServer, when enabled,
 reads it through a third, read-only one and follows MetaManager's change feed.
@@ -19,10 +19,13 @@ from common.config import EdgeCoreConfig
 from common.log import get_logger
 from common.modules import Module, run_modules
 from edgecore.cri import CRIClient
+from edgecore.devicetwin.module import DeviceTwinModule
+from edgecore.devicetwin.store import DeviceTwinStore
 from edgecore.edged.module import EdgedModule
 from edgecore.edgehub.hub import EdgeHubModule
 from edgecore.edgehub.outbox_store import PersistentOutbox
 from edgecore.edgestream.module import EdgeStreamModule
+from edgecore.eventbus.module import EventBusModule
 from edgecore.metamanager.module import MetaManagerModule
 from edgecore.metamanager.store import MetaStore
 from edgecore.metaserver.server import MetaServerModule
@@ -50,11 +53,13 @@ async def run(config: EdgeCoreConfig, stop: asyncio.Event) -> int:
     store, outbox = opened
     node = config.modules.edged.hostname_override
     cri: CRIClient | None = None
+    twin_store: DeviceTwinStore | None = None
     try:
         log.v(2).info("edge database ready", path=config.database.data_source, objects=len(store),
                       outbox=outbox.stats.pending)
         modules: list[Module] = []
         meta_config = config.modules.meta_manager
+        meta: MetaManagerModule | None = None
         if meta_config.enable:
             meta = MetaManagerModule(meta_config, store)
             modules.append(meta)
@@ -68,6 +73,16 @@ async def run(config: EdgeCoreConfig, stop: asyncio.Event) -> int:
             modules.append(EdgedModule(config.modules.edged, cri=cri, store=store))
         if config.modules.edge_stream.enable:
             modules.append(EdgeStreamModule(config.modules.edge_stream, node, config.modules.edged.node_ip, cri))
+        if config.modules.event_bus.enable:
+            modules.append(EventBusModule(config.modules.event_bus, node, Path(config.database.data_source)))
+        if config.modules.device_twin.enable:
+            try:
+                twin_store = await DeviceTwinStore.open(Path(config.database.data_source))
+            except (OSError, aiosqlite.Error) as exc:
+                log.error("cannot open the device tables", path=config.database.data_source, err=exc)
+                return 1
+            feed = meta.events.subscribe(["device"]) if meta is not None else None  # Device objects' desired values
+            modules.append(DeviceTwinModule(config.modules.device_twin, node, twin_store, feed))
         if config.modules.edge_hub.enable:
             modules.append(EdgeHubModule(config.modules.edge_hub, node, outbox, config.source_path))
         daemon.sd_notify("READY=1")
@@ -76,5 +91,7 @@ async def run(config: EdgeCoreConfig, stop: asyncio.Event) -> int:
     finally:
         if cri is not None:
             await cri.close()
+        if twin_store is not None:
+            await twin_store.close()
         await outbox.close()
         await store.close()
