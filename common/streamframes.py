@@ -8,6 +8,11 @@ The payloads are this project's (not upstream's): a LOGS_CONNECT carries the kub
 query (`/containerLogs/<ns>/<pod>/<container>?tailLines=1`, UTF-8); the edge answers with one DATA
 frame holding a JSON `{"code": <HTTP status>, "message": <text>}`, then, when the code is 200, DATA
 frames of log bytes, and ends with CLOSE_CONNECT. The cloud sends REMOVE_CONNECT when its client left.
+
+An EXEC_CONNECT carries a JSON `{"target": "/exec/<ns>/<pod>/<container>?command=..&input=1..",
+"protocols": [<WebSocket subprotocols the client offered>]}`; the edge answers with a status frame that,
+on 200, adds `"protocol"`: the one the runtime picked. Then DATA frames both ways each carry one
+WebSocket message (common.wsrelay.Message: a type byte, then the message) until either side ends it.
 """
 
 from __future__ import annotations
@@ -81,18 +86,28 @@ class Frame:
         return cls(connect_id, kind, bytes(raw[offset:]))
 
 
-def status_frame(connect_id: int, code: int, message: str = "") -> Frame:
-    """The edge's answer to a LOGS_CONNECT."""
-    return Frame(connect_id, DATA, json.dumps({"code": code, "message": message}).encode())
+def status_frame(connect_id: int, code: int, message: str = "", protocol: str = "") -> Frame:
+    """The edge's answer to a request; `protocol` is the WebSocket subprotocol an exec's runtime picked."""
+    answer: dict[str, Any] = {"code": code, "message": message}
+    if protocol:
+        answer["protocol"] = protocol
+    return Frame(connect_id, DATA, json.dumps(answer).encode())
 
 
-def parse_status(data: bytes) -> tuple[int, str]:
-    """(code, message) of a status frame's data; FrameError when it is not one."""
+@dataclass(frozen=True, slots=True)
+class Status:
+    code: int
+    message: str = ""
+    protocol: str = ""
+
+
+def parse_status(data: bytes) -> Status:
+    """The status frame's data; FrameError when it is not one."""
     try:
         parsed: Any = json.loads(data)
-        code, message = parsed["code"], parsed.get("message", "")
-    except (ValueError, TypeError, KeyError) as exc:
+        code, message, protocol = parsed["code"], parsed.get("message", ""), parsed.get("protocol", "")
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise FrameError(f"bad status: {exc}") from None
-    if not isinstance(code, int) or not isinstance(message, str):
-        raise FrameError("bad status: code must be an int and message a string")
-    return code, message
+    if not isinstance(code, int) or not isinstance(message, str) or not isinstance(protocol, str):
+        raise FrameError("bad status: code must be an int, message and protocol strings")
+    return Status(code, message, protocol)

@@ -7,7 +7,8 @@ node is the client certificate's (O=system:nodes, CN=system:node:<node>), a `Ses
 header naming another node is refused. A node's newer session replaces its older one.
 
 Stream server (`streamPort`, 10003): HTTPS, GET `/containerLogs/<ns>/<pod>/<container>` with kubelet's
-query. Clients must present a certificate signed by `tlsStreamCAFile` (the control plane's CA: its
+query, and `/exec/<ns>/<pod>/<container>` as a WebSocket (common.wsrelay; SPDY is not served).
+Clients must present a certificate signed by `tlsStreamCAFile` (the control plane's CA: its
 kubelet client certificate); it serves with `tlsStreamCertFile`/`tlsStreamPrivateKeyFile` when both
 exist, else with cloudcore's server certificate. The pod's `spec.nodeName` picks the tunnel session;
 no session is a 500 (as an unreachable kubelet), a missing pod a 404.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -46,15 +48,18 @@ from common.streamframes import (
     CLOSE_CONNECT,
     DATA,
     ENDPOINT_ANNOTATION,
+    EXEC_CONNECT,
     HEADER_NODE,
     LOGS_CONNECT,
     REMOVE_CONNECT,
     TUNNEL_PATH,
     Frame,
     FrameError,
+    Status,
     parse_status,
 )
 from common.transport import node_from_peercert, server_tls_for
+from common.wsrelay import MAX_MESSAGE, AiohttpPipe, TunnelPipe, relay
 
 log = get_logger("cloudstream")
 
@@ -216,6 +221,7 @@ class CloudStreamModule:
     def application(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._container_logs)
+        app.router.add_route("*", "/exec/{namespace}/{pod}/{container}", self._exec)
         return app
 
     async def _node_of(self, namespace: str, pod: str) -> str:
@@ -230,25 +236,24 @@ class CloudStreamModule:
             raise web.HTTPBadRequest(text=f'pod "{pod}" is not scheduled to a node')
         return str(node)
 
-    async def _container_logs(self, request: web.Request) -> web.StreamResponse:
+    async def _session_for(self, request: web.Request, kind: str) -> tuple[_Session, str]:
+        """The tunnel session of the node running the request's pod, and the request's kubelet path."""
         namespace, pod, container = (request.match_info[k] for k in ("namespace", "pod", "container"))
         node = await self._node_of(namespace, pod)
         session = self.sessions.get(node)
         if session is None:
             raise web.HTTPInternalServerError(text=f"node {node!r} has no stream tunnel session with cloudcore")
-        target = "/containerLogs/" + "/".join(quote(p, safe="") for p in (namespace, pod, container))
+        target = f"/{kind}/" + "/".join(quote(p, safe="") for p in (namespace, pod, container))
         if request.query_string:
             target += "?" + request.query_string
-        async with self._request(session, LOGS_CONNECT, target) as frames:
-            first = await _next(frames, ANSWER_TIMEOUT)
-            if first is None or first.kind != DATA:
-                raise web.HTTPInternalServerError(text=f"node {node!r} ended the request without an answer")
-            try:
-                code, message = parse_status(first.data)
-            except FrameError as exc:
-                raise web.HTTPInternalServerError(text=f"node {node!r}: {exc}") from None
-            if code != 200:
-                return web.Response(status=code, text=message)
+        return session, target
+
+    async def _container_logs(self, request: web.Request) -> web.StreamResponse:
+        session, target = await self._session_for(request, "containerLogs")
+        async with self._request(session, LOGS_CONNECT, target.encode()) as (_, frames):
+            status = await _answer(frames, session.node)
+            if status.code != 200:
+                return web.Response(status=status.code, text=status.message)
             response = web.StreamResponse(headers={"Content-Type": "text/plain"})
             await response.prepare(request)
             while True:
@@ -264,24 +269,57 @@ class CloudStreamModule:
             await response.write_eof()
             return response
 
+    async def _exec(self, request: web.Request) -> web.StreamResponse:
+        """kubelet's `/exec/<ns>/<pod>/<container>` over WebSocket: relayed message by message to the edge,
+        which opens the runtime's streaming server with the same subprotocol offer (common.wsrelay)."""
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            raise web.HTTPBadRequest(text="exec is served over WebSocket only (kubectl 1.30 or newer)")
+        session, target = await self._session_for(request, "exec")
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+        payload = json.dumps({"target": target, "protocols": offered}).encode()
+        async with self._request(session, EXEC_CONNECT, payload) as (connect_id, frames):
+            status = await _answer(frames, session.node)
+            if status.code != 200:
+                return web.Response(status=status.code, text=status.message)
+            websocket = web.WebSocketResponse(protocols=[status.protocol] if status.protocol else (),
+                                              max_msg_size=MAX_MESSAGE, autoping=True)
+            await websocket.prepare(request)
+            log.v(2).info("exec relayed", node=session.node, target=target.split("?", 1)[0],
+                          protocol=status.protocol)
+            await relay(AiohttpPipe(websocket), TunnelPipe(connect_id, frames, session.send))
+            return websocket
+
     @contextlib.asynccontextmanager
-    async def _request(self, session: _Session, kind: int, target: str) -> AsyncIterator[asyncio.Queue[Frame]]:
-        """A request on the node's tunnel; leaving it early tells the edge to stop (REMOVE_CONNECT)."""
+    async def _request(self, session: _Session, kind: int,
+                       data: bytes) -> AsyncIterator[tuple[int, asyncio.Queue[Frame]]]:
+        """A request on the node's tunnel (its id and the frames the edge sends for it); leaving it early
+        tells the edge to stop (REMOVE_CONNECT)."""
         connect_id = next(self._ids)
         queue: asyncio.Queue[Frame] = asyncio.Queue(QUEUE)
         session.requests[connect_id] = queue
         try:
             try:
-                await session.send(Frame(connect_id, kind, target.encode()))
+                await session.send(Frame(connect_id, kind, data))
             except ConnectionClosed:
                 raise web.HTTPInternalServerError(text=f"node {session.node!r}: stream tunnel closed") from None
-            yield queue
+            yield connect_id, queue
         finally:
             dropped = connect_id in session.dropped
             session.dropped.discard(connect_id)
             if session.requests.pop(connect_id, None) is not None or dropped:  # the edge has not ended it
                 with contextlib.suppress(ConnectionClosed):
                     await session.send(Frame(connect_id, REMOVE_CONNECT))
+
+
+async def _answer(frames: asyncio.Queue[Frame], node: str) -> Status:
+    """The edge's status frame for a request: 500 when it sends none in time or a malformed one."""
+    first = await _next(frames, ANSWER_TIMEOUT)
+    if first is None or first.kind != DATA:
+        raise web.HTTPInternalServerError(text=f"node {node!r} ended the request without an answer")
+    try:
+        return parse_status(first.data)
+    except FrameError as exc:
+        raise web.HTTPInternalServerError(text=f"node {node!r}: {exc}") from None
 
 
 async def _next(queue: asyncio.Queue[Frame], timeout: float | None) -> Frame | None:

@@ -2,24 +2,33 @@
 
 The tunnel (common.streamframes) is dialed at `edgeStream.server` with the files EdgeHub uses
 (`edgeStream.tlsTunnel*`, by default the same paths); a lost or refused tunnel is dialed again after
-1, 2, 4 ... 30 s. Each LOGS_CONNECT is served in its own task: the container is found through CRI by
-kubelet's labels (pod namespace and name, container name; the newest attempt, or with `previous` the
-one before it), and its CRI log file is read by `crilog.read_log`. REMOVE_CONNECT cancels that task.
+1, 2, 4 ... 30 s. Each request is served in its own task, and REMOVE_CONNECT cancels it. The container
+is found through CRI by kubelet's labels (pod namespace and name, container name; the newest attempt).
+
+LOGS_CONNECT: that container's (or with `previous` the one before it) CRI log file is read by
+`crilog.read_log`. EXEC_CONNECT: CRI Exec gives the runtime's streaming URL, opened as a WebSocket with
+the client's subprotocol offer; its messages are relayed to and from the tunnel (common.wsrelay).
+containerd 1.6 speaks `v4.channel.k8s.io` at most while kubectl >= 1.30 offers only `v5.channel.k8s.io`
+(v4 plus a signal that closes stdin): the runtime is offered v4 in place of v5 and the client gets v5,
+without its close signals, so a command reading stdin to its end waits until kubectl leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import random
 import ssl
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Final
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import Any, Final
+from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Subprotocol
 
 from common.config.edgecore import EdgeStream as EdgeStreamConfig
 from common.log import get_logger
@@ -27,6 +36,7 @@ from common.modules import ModuleContext
 from common.streamframes import (
     CLOSE_CONNECT,
     DATA,
+    EXEC_CONNECT,
     HEADER_IP,
     HEADER_NODE,
     LOGS_CONNECT,
@@ -37,6 +47,7 @@ from common.streamframes import (
     status_frame,
 )
 from common.transport import client_tls
+from common.wsrelay import MAX_MESSAGE, V4, V5, Pipe, TunnelPipe, WebsocketsPipe, WithoutCloseSignals, relay
 from edgecore.cri import CRIClient
 from edgecore.cri.client import CRIError
 from edgecore.cri.types import Container, ContainerFilter, ContainerState
@@ -46,6 +57,8 @@ log = get_logger("edgestream")
 
 BACKOFF_MAX: Final = 30.0
 MAX_FRAME: Final = 1024 * 1024
+EXEC_INBOX: Final = 256  # messages from the cloud's client not yet taken by the runtime
+EXEC_OPEN_TIMEOUT: Final = 10.0
 LABEL_POD_NAME: Final = "io.kubernetes.pod.name"
 LABEL_POD_NAMESPACE: Final = "io.kubernetes.pod.namespace"
 LABEL_CONTAINER_NAME: Final = "io.kubernetes.container.name"
@@ -96,6 +109,7 @@ class EdgeStreamModule:
     async def serve(self, websocket: ClientConnection) -> None:
         """Answer the tunnel's requests until it closes."""
         requests: dict[int, asyncio.Task[None]] = {}
+        inboxes: dict[int, asyncio.Queue[Frame]] = {}  # what the cloud's client sends to an exec
         try:
             async for raw in websocket:
                 try:
@@ -103,21 +117,114 @@ class EdgeStreamModule:
                 except FrameError as exc:
                     log.warning("bad frame from the tunnel dropped", err=exc)
                     continue
+                connect_id = frame.connect_id
                 if frame.kind == LOGS_CONNECT:
-                    task = asyncio.create_task(self._logs(websocket, frame.connect_id, frame.data.decode()))
-                    requests[frame.connect_id] = task
-                    task.add_done_callback(functools.partial(_forget, requests, frame.connect_id))
+                    self._start(requests, connect_id, self._logs(websocket, connect_id, frame.data.decode()))
+                elif frame.kind == EXEC_CONNECT:
+                    inboxes[connect_id] = asyncio.Queue(EXEC_INBOX)
+                    work = self._exec(websocket, connect_id, frame.data, inboxes[connect_id])
+                    self._start(requests, connect_id, work).add_done_callback(
+                        functools.partial(_forget_inbox, inboxes, connect_id))
+                elif frame.kind == DATA and connect_id in inboxes:
+                    try:
+                        inboxes[connect_id].put_nowait(frame)
+                    except asyncio.QueueFull:  # the runtime does not take stdin: that exec ends, the tunnel lives
+                        log.warning("exec input backed up; exec ended", connect_id=connect_id)
+                        requests[connect_id].cancel()
                 elif frame.kind == REMOVE_CONNECT:
-                    if (running := requests.pop(frame.connect_id, None)) is not None:
+                    if (running := requests.pop(connect_id, None)) is not None:
                         running.cancel()
-                else:  # exec, attach, metrics: not served yet
-                    await websocket.send(status_frame(frame.connect_id, 501, "not implemented by edgestream").encode())
-                    await websocket.send(Frame(frame.connect_id, CLOSE_CONNECT).encode())
+                elif frame.kind != DATA:  # attach, metrics: not served
+                    await websocket.send(status_frame(connect_id, 501, "not implemented by edgestream").encode())
+                    await websocket.send(Frame(connect_id, CLOSE_CONNECT).encode())
         except ConnectionClosed:
             pass
         finally:
             for task in list(requests.values()):
                 task.cancel()
+
+    @staticmethod
+    def _start(requests: dict[int, asyncio.Task[None]], connect_id: int,
+               work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        requests[connect_id] = task
+        task.add_done_callback(functools.partial(_forget, requests, connect_id))
+        return task
+
+    async def _exec(self, tunnel: ClientConnection, connect_id: int, payload: bytes,
+                    inbox: asyncio.Queue[Frame]) -> None:
+        """One exec: the runtime's streaming server opened with the client's subprotocol offer, then its
+        WebSocket messages relayed to and from the tunnel until either side ends."""
+        async def send(frame: Frame) -> None:
+            await tunnel.send(frame.encode())
+
+        try:
+            try:
+                offered, runtime = await self._open_exec(payload)
+            except _Answer as answer:
+                log.info("exec refused", connect_id=connect_id, code=answer.code, reason=answer.message)
+                await send(status_frame(connect_id, answer.code, answer.message))
+            else:
+                client: Pipe = TunnelPipe(connect_id, inbox, send)
+                protocol = runtime.subprotocol or ""
+                if protocol == V4 and V5 in offered and V4 not in offered:
+                    client, protocol = WithoutCloseSignals(client), V5
+                await send(status_frame(connect_id, 200, protocol=protocol))
+                await relay(client, WebsocketsPipe(runtime))
+            await send(Frame(connect_id, CLOSE_CONNECT))
+        except ConnectionClosed:
+            pass
+
+    async def _open_exec(self, payload: bytes) -> tuple[list[str], ClientConnection]:
+        """The client's subprotocol offer, and the runtime's exec WebSocket for the request."""
+        try:
+            request = json.loads(payload)
+            target, protocols = str(request["target"]), [str(p) for p in request.get("protocols") or ()]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise _Answer(400, f"bad exec request: {exc}") from None
+        url = urlsplit(target)
+        parts = [unquote(part) for part in url.path.split("/")]
+        if len(parts) != 5 or parts[1] != "exec" or not all(parts[2:]):
+            raise _Answer(404, f"not found: {url.path}")
+        namespace, pod, container = parts[2:]
+        query = parse_qs(url.query, keep_blank_values=True)
+        command = query.get("command", [])
+        if not command:
+            raise _Answer(400, "you must specify at least one command for the container")
+        flags = {key: _flag(query, key) for key in ("input", "output", "error", "tty")}
+        found = await self._containers(namespace, pod, container)
+        running = [c for c in found if c.state == ContainerState.CONTAINER_RUNNING]
+        if not running:
+            raise _Answer(404 if not found else 400, f'container not found ("{container}")' if not found
+                          else f'container "{container}" in pod "{pod}" is not running')
+        assert self.cri is not None  # _containers answered 503 otherwise
+        try:
+            stream_url = await self.cri.exec(running[0].id, command, tty=flags["tty"], stdin=flags["input"],
+                                             stdout=flags["output"], stderr=flags["error"])
+        except CRIError as exc:
+            raise _Answer(500, f"container runtime: {exc}") from None
+        runtime_offer = list(dict.fromkeys(V4 if p == V5 else p for p in protocols))  # containerd 1.6: v4 at most
+        try:
+            return protocols, await connect(_websocket_url(stream_url),
+                                            subprotocols=[Subprotocol(p) for p in runtime_offer], max_size=MAX_MESSAGE,
+                                            compression=None, open_timeout=EXEC_OPEN_TIMEOUT, ping_interval=None,
+                                            close_timeout=5)
+        except InvalidStatus as exc:
+            body = exc.response.body.decode(errors="replace") if exc.response.body else ""
+            raise _Answer(exc.response.status_code, body or str(exc)) from None
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            raise _Answer(500, f"runtime streaming server at {stream_url}: {type(exc).__name__}: {exc}") from None
+
+    async def _containers(self, namespace: str, pod: str, container: str) -> list[Container]:
+        """The pod's containers of that name, newest attempt first (found by kubelet's labels)."""
+        if self.cri is None:
+            raise _Answer(503, "edged runs no container runtime on this node")
+        labels = {LABEL_POD_NAMESPACE: namespace, LABEL_POD_NAME: pod, LABEL_CONTAINER_NAME: container}
+        try:
+            found = await self.cri.list_containers(ContainerFilter(label_selector=labels))
+        except CRIError as exc:
+            raise _Answer(500, f"container runtime: {exc}") from None
+        return sorted(found, key=_attempt, reverse=True)
 
     async def _logs(self, websocket: ClientConnection, connect_id: int, target: str) -> None:
         """One log request; cancelled when the cloud's client left (REMOVE_CONNECT: nothing more is sent)."""
@@ -155,20 +262,14 @@ class EdgeStreamModule:
             options = LogOptions.parse(dict(parse_qsl(url.query, keep_blank_values=True)))
         except LogOptionsError as exc:
             raise _Answer(400, str(exc)) from None
-        if self.cri is None:
-            raise _Answer(503, "edged runs no container runtime on this node")
-        labels = {LABEL_POD_NAMESPACE: namespace, LABEL_POD_NAME: pod, LABEL_CONTAINER_NAME: container}
-        try:
-            found = await self.cri.list_containers(ContainerFilter(label_selector=labels))
-        except CRIError as exc:
-            raise _Answer(500, f"container runtime: {exc}") from None
-        found.sort(key=_attempt, reverse=True)
+        found = await self._containers(namespace, pod, container)
         index = 1 if options.previous else 0
         if len(found) <= index:
             what = "previous terminated container" if index else "container"
             raise _Answer(404 if not index else 400,
                           f'{what} "{container}" in pod "{pod}" not found')
         chosen = found[index]
+        assert self.cri is not None  # _containers answered 503 otherwise
         try:
             status = await self.cri.container_status(chosen.id)
         except CRIError as exc:
@@ -193,6 +294,21 @@ class _RunningCheck:
 def _forget(requests: dict[int, asyncio.Task[None]], connect_id: int, task: asyncio.Task[None]) -> None:
     if requests.get(connect_id) is task:
         del requests[connect_id]
+
+
+def _forget_inbox(inboxes: dict[int, asyncio.Queue[Frame]], connect_id: int, _: asyncio.Task[None]) -> None:
+    inboxes.pop(connect_id, None)
+
+
+def _flag(query: dict[str, list[str]], key: str) -> bool:
+    """kubelet's reading of `input=1` & co. (Go's FormValue: the first value, exactly `1`)."""
+    return (query.get(key) or [""])[0] == "1"
+
+
+def _websocket_url(stream_url: str) -> str:
+    """The runtime's `http://127.0.0.1:<port>/exec/<token>` as a ws:// URL."""
+    url = urlsplit(stream_url)
+    return urlunsplit(("wss" if url.scheme == "https" else "ws", url.netloc, url.path, url.query, ""))
 
 
 def _attempt(container: Container) -> tuple[int, int]:

@@ -1,12 +1,15 @@
-"""`kubectl logs` on an edge pod through the control plane, cloudcore's CloudStream and the edge's EdgeStream:
-real control plane, cloudcore and edgecore (edged on the `containerd` fixture's runtime) as separate processes.
+"""`kubectl logs` and `kubectl exec` on an edge pod through the control plane, cloudcore's CloudStream and
+the edge's EdgeStream: real control plane, cloudcore and edgecore (edged on the `containerd` fixture's runtime)
+as separate processes.
 The API server's pods/log reaches CloudStream's stream server (the Node's endpoint annotation), which relays
 the request over the node's tunnel; EdgeStream reads the container's CRI log file."""
 
 from __future__ import annotations
 
 import json
+import os
 import queue
+import select
 import subprocess
 import threading
 import time
@@ -17,6 +20,7 @@ import pytest
 from common.hostsvc.containerd import ContainerdLayout
 from common.hostsvc.ociimage import BUSYBOX_REF
 from common.streamframes import ENDPOINT_ANNOTATION
+from tests.fixtures.controlplane import ControlPlaneProcess
 from tests.fixtures.edge_rig import edge_rig, wait
 from tests.fixtures.paths import require_binary
 
@@ -64,3 +68,55 @@ def test_kubectl_logs_tail_and_follow_reach_the_edge_pod(
         finally:
             follower.terminate()
             follower.wait(timeout=10)
+
+
+def test_kubectl_exec_runs_in_the_edge_pod(tmp_path: Path, containerd: ContainerdLayout, run_id: str) -> None:
+    """kubectl's WebSocket exec relayed API server -> CloudStream -> tunnel -> EdgeStream -> containerd."""
+    node, name = f"edge-exec-{run_id}", f"shell-{run_id}"
+    with edge_rig(tmp_path, containerd, node, stream=True) as rig:
+        plane = rig.plane
+        wait(lambda: ENDPOINT_ANNOTATION in plane.kubectl("get", "node", node, "-o", "json").stdout,
+             "node's stream endpoint annotation")
+        plane.kubectl("apply", "-f", "-", input_text=json.dumps({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{
+                "name": "sh", "image": BUSYBOX_REF, "command": ["sleep", "3600"]}]}}))
+        wait(lambda: plane.kubectl("get", "pod", name, "-o", "jsonpath={.status.phase}",
+                                   check=False).stdout == "Running", "pod Running in the cloud")
+
+        assert plane.kubectl("exec", name, "--", "sh", "-c", "echo ok").stdout == "ok\n"
+        failed = plane.kubectl("exec", name, "--", "sh", "-c", "echo oops >&2; exit 3", check=False)
+        assert (failed.returncode, failed.stdout) == (3, "") and "oops" in failed.stderr
+        assert plane.kubectl("exec", "-i", name, "--", "head", "-n1", input_text="hello\nmore\n").stdout == "hello\n"
+        wrong = plane.kubectl("exec", name, "-c", "nope", "--", "true", check=False)
+        assert wrong.returncode != 0 and f"container nope is not valid for pod {name}" in wrong.stderr
+        assert "hi-3" in _exec_with_terminal(plane, name, b"echo hi-$((1+2)); exit\n")
+
+
+def _exec_with_terminal(plane: ControlPlaneProcess, pod: str, keys: bytes) -> str:
+    """`kubectl exec -it <pod> -- sh` on a pseudo-terminal, typing `keys`; everything the terminal showed."""
+    controller, terminal = os.openpty()
+    argv = [require_binary("kubectl"), "--kubeconfig", str(plane.kubeconfig), "exec", "-it", pod, "--", "sh"]
+    shell = subprocess.Popen(plane._in_netns(argv), stdin=terminal, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    shown = b""
+    try:
+        os.write(controller, keys)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(controller, 4096)
+                except OSError:  # the terminal closed: kubectl has left
+                    break
+                shown += chunk
+            elif shell.poll() is not None:
+                break
+        assert shell.wait(timeout=10) == 0, shown
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+            shell.wait(timeout=10)
+        os.close(controller)
+    return shown.decode(errors="replace")

@@ -16,6 +16,7 @@ from common.streamframes import (
     LOGS_CONNECT,
     Frame,
     FrameError,
+    Status,
     decode_uvarint,
     encode_uvarint,
     parse_status,
@@ -53,7 +54,8 @@ def test_frames_round_trip_and_reject_unknown_types() -> None:
     assert Frame.decode(frame.encode()) == frame
     with pytest.raises(FrameError):
         Frame.decode(b"\x01\x09")
-    assert parse_status(status_frame(1, 404, "gone").data) == (404, "gone")
+    assert parse_status(status_frame(1, 404, "gone").data) == Status(404, "gone")
+    assert parse_status(status_frame(2, 200, protocol="v4.channel.k8s.io").data).protocol == "v4.channel.k8s.io"
     assert status_frame(1, 200).kind == DATA
     with pytest.raises(FrameError):
         parse_status(b"hello")

@@ -16,9 +16,10 @@ SERVER_VERSION: Final = {
 }
 
 _SUBRESOURCE_KINDS: Final = {"status": None, "scale": ("autoscaling", "v1", "Scale"), "binding": ("", "v1", "Binding"),
-                             "log": ("", "v1", "Pod"), "finalize": None}
+                             "log": ("", "v1", "Pod"), "exec": ("", "v1", "PodExecOptions"), "finalize": None}
 _SUBRESOURCE_VERBS: Final = {"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"],
-                             "binding": ["create"], "log": ["get"], "finalize": ["update"]}
+                             "binding": ["create"], "log": ["get"], "exec": ["create", "get"],
+                             "finalize": ["update"]}
 
 
 def api_versions(server_address: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from aiohttp import web
 from cloudcore.controlplane.api import discovery, errors, openapi, paths, tables
 from cloudcore.controlplane.api.auth import Identity, TokenFile, authorize, identity_from_peercert
 from cloudcore.controlplane.api.errors import APIError
-from cloudcore.controlplane.api.kubelet import KubeletProxy, LogOptions, log_container, node_endpoint
+from cloudcore.controlplane.api.kubelet import ExecOptions, KubeletProxy, LogOptions, log_container, node_endpoint
 from cloudcore.controlplane.api.objects import PATCH_CONTENT_TYPES, DeleteOptions, ObjectAPI, WriteOptions
 from cloudcore.controlplane.api.resources import Registry, ResourceInfo
 from cloudcore.controlplane.api.selectors import SelectorError, parse_field_selector, parse_label_selector
@@ -35,6 +35,7 @@ from cloudcore.controlplane.store.types import (
     WatchEvent,
 )
 from common.log import get_logger
+from common.wsrelay import MAX_MESSAGE, AiohttpPipe, WebsocketsPipe, relay
 
 log = get_logger("apiserver")
 
@@ -198,7 +199,9 @@ class APIServer:
     async def _resource(self, request: web.Request, target: Target) -> web.StreamResponse:
         method, query = request.method, request.query
         watching = target.watch_path or _flag(query.get("watch"))
-        verb = _verb(method, target, watching)
+        # pods/exec: GET for WebSocket, POST for SPDY; authorized as `create` either way (as Kubernetes >= 1.30)
+        verb = "create" if target.subresource == "exec" and method in ("GET", "POST") else _verb(method, target,
+                                                                                                 watching)
         identity: Identity = request["identity"]
         authorize(identity, verb, target.info, target.namespace, target.name, target.subresource,
                   query.get("fieldSelector", ""), self.objects.store)
@@ -206,6 +209,8 @@ class APIServer:
             if verb != "get":
                 raise errors.method_not_allowed()
             return await self._logs(request, target)
+        if target.subresource == "exec":
+            return await self._exec(request, target)
         if verb == "watch":
             return await self._watch(request, target)
         if verb == "list":
@@ -243,19 +248,23 @@ class APIServer:
             return _json(tables.table(target.info, [self._decoded(target.info, stored)], str(stored.rv)))
         return _raw(self._render(target.info, stored))
 
-    async def _logs(self, request: web.Request, target: Target) -> web.StreamResponse:
-        """pods/log: kube-apiserver's LogREST. Relays the kubelet's answer as it comes, until the kubelet
-        ends it or the client goes away."""
-        options = LogOptions.parse(request.query, target.name)
+    def _pod_kubelet(self, target: Target) -> tuple[dict[str, Any], str, int]:
+        """The pod a log or exec request is for, and the (host, port) of its node's kubelet."""
         pod = self.objects.get(target.info, target.namespace, target.name).decode()
-        container = log_container(pod, options.container)
         node_name = (pod.get("spec") or {}).get("nodeName")
         if not node_name:
             raise errors.bad_request(f"pod {target.name} does not have a host assigned")
         node = self.objects.store.get(Key("nodes", "", node_name))
         if node is None:
             raise errors.not_found("nodes", node_name)
-        host, port = node_endpoint(node.decode())
+        return pod, *node_endpoint(node.decode())
+
+    async def _logs(self, request: web.Request, target: Target) -> web.StreamResponse:
+        """pods/log: kube-apiserver's LogREST. Relays the kubelet's answer as it comes, until the kubelet
+        ends it or the client goes away."""
+        options = LogOptions.parse(request.query, target.name)
+        pod, host, port = self._pod_kubelet(target)
+        container = log_container(pod, options.container)
         async with self.kubelets.stream_logs(host, port, target.namespace, target.name, container,
                                              options) as chunks:
             response = web.StreamResponse(headers={"Content-Type": "text/plain"})
@@ -263,6 +272,31 @@ class APIServer:
             await response.prepare(request)
             await _relay(request, response, chunks)
         return response
+
+    async def _exec(self, request: web.Request, target: Target) -> web.StreamResponse:
+        """pods/exec over WebSocket (kubectl >= 1.30 tries it first): the kubelet's exec WebSocket is opened
+        with the client's subprotocol offer, the client accepted with the kubelet's pick, and the messages
+        relayed both ways until either side ends. A SPDY request is checked as fully (so a wrong container
+        reads as such) and then refused: aiohttp cannot hand over a SPDY connection."""
+        options = ExecOptions.parse(request.query)
+        pod, host, port = self._pod_kubelet(target)
+        phase = (pod.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            raise errors.bad_request(f"cannot exec into a container in a completed pod; current phase is {phase}")
+        container = log_container(pod, options.container)
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            raise errors.bad_request("pods/exec is served over WebSocket only (kubectl 1.30 or newer, or a "
+                                     "client speaking v4.channel.k8s.io); SPDY is not supported")
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+        async with self.kubelets.open_exec(host, port, target.namespace, target.name, container, options,
+                                           offered) as kubelet:
+            client = web.WebSocketResponse(protocols=[kubelet.subprotocol] if kubelet.subprotocol else (),
+                                           max_msg_size=MAX_MESSAGE)
+            await client.prepare(request)
+            log.v(2).info("exec started", pod=f"{target.namespace}/{target.name}", container=container,
+                          protocol=kubelet.subprotocol)
+            await relay(AiohttpPipe(client), WebsocketsPipe(kubelet))
+        return client
 
     def _selectors(self, request: web.Request, info: ResourceInfo) -> tuple[Any, Any]:
         query = request.query

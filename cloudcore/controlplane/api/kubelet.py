@@ -6,7 +6,10 @@ Hostname, from status.addresses; port from status.daemonEndpoints.kubeletEndpoin
 edge node, labelled `node-role.kubernetes.io/edge`, the `cloudstream.kubeedge.io/endpoint` annotation's
 `host:port` when set: cloudcore's CloudStream, which relays to the node over its tunnel), and
 `KubeletProxy.stream_logs` GETs `https://<node>:<port>/containerLogs/<ns>/<pod>/<container>` and
-hands back the body's chunks as they arrive.
+hands back the body's chunks as they arrive. `pods/exec`: `ExecOptions` reads the request,
+`KubeletProxy.open_exec` opens the kubelet's `/exec/<ns>/<pod>/<container>` as a WebSocket with the
+client's subprotocol offer (kube-apiserver >= 1.30 translates kubectl's WebSocket to SPDY for the
+kubelet; here the kubelet side, CloudStream and then the runtime, speaks WebSocket itself).
 
 TLS: the control plane authenticates to kubelets with its client certificate `DATA_DIR/pki/
 apiserver-kubelet-client.{crt,key}` (CN `kube-apiserver-kubelet-client`, O `system:masters`). It does
@@ -28,19 +31,25 @@ import contextlib
 import os
 import re
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
+from multidict import MultiMapping
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidHandshake, InvalidStatus
+from websockets.typing import Subprotocol
 from yarl import URL
 
 from cloudcore.controlplane.api import errors
 from cloudcore.controlplane.api.errors import APIError
 from common.log import get_logger
+from common.wsrelay import MAX_MESSAGE
 
 log = get_logger("apiserver")
 
@@ -50,6 +59,7 @@ STREAM_ENDPOINT_ANNOTATION: Final = "cloudstream.kubeedge.io/endpoint"  # set by
 _HOST_PORT: Final = re.compile(r"\[(?P<v6>[^\]]+)\]:(?P<v6port>[0-9]{1,5})|(?P<host>[^:\[\]]+):(?P<port>[0-9]{1,5})")
 CONNECT_TIMEOUT: Final = 5.0  # TCP connect and TLS handshake
 READ_TIMEOUT: Final = 60.0  # longest silence of a kubelet answering a request that does not follow
+EXEC_OPEN_TIMEOUT: Final = 40.0  # the edge's tunnel answers an exec within CloudStream's 30 s
 MAX_ERROR_BODY: Final = 50_000  # as much of a kubelet's error answer as kube-apiserver reads
 _INT64: Final = re.compile(r"[+-]?[0-9]+")
 _RFC3339: Final = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
@@ -111,6 +121,36 @@ class LogOptions:
                   "sinceSeconds": _text(self.since_seconds), "tailLines": _text(self.tail_lines),
                   "limitBytes": _text(self.limit_bytes)}
         return urlencode(sorted((key, value) for key, value in params.items() if value is not None))
+
+
+@dataclass(frozen=True, slots=True)
+class ExecOptions:
+    """A pods/exec request's PodExecOptions."""
+
+    command: tuple[str, ...]
+    container: str = ""
+    stdin: bool = False
+    stdout: bool = False
+    stderr: bool = False
+    tty: bool = False
+
+    @classmethod
+    def parse(cls, query: MultiMapping[str]) -> ExecOptions:
+        """From the query string (`command` repeated, one per argument); 400 as kube-apiserver and the
+        kubelet answer a request that names no command or no stream."""
+        options = cls(command=tuple(query.getall("command", ())), container=query.get("container", ""),
+                      stdin=_bool(query.get("stdin")), stdout=_bool(query.get("stdout")),
+                      stderr=_bool(query.get("stderr")), tty=_bool(query.get("tty")))
+        if not options.command:
+            raise errors.bad_request("you must specify at least one command for the container")
+        if not (options.stdin or options.stdout or options.stderr):
+            raise errors.bad_request("you must specify at least 1 of stdin, stdout, stderr")
+        return options
+
+    def kubelet_query(self) -> str:
+        """The kubelet's query: `command` once per argument, then the streams asked for as `=1`, keys sorted."""
+        flags = {"error": self.stderr, "input": self.stdin, "output": self.stdout, "tty": self.tty}
+        return urlencode([("command", arg) for arg in self.command] + [(k, "1") for k, on in flags.items() if on])
 
 
 def log_container(pod: Mapping[str, Any], container: str) -> str:
@@ -198,6 +238,28 @@ class KubeletProxy:
             finally:
                 await chunks.aclose()
 
+    @contextlib.asynccontextmanager
+    async def open_exec(self, host: str, port: int, namespace: str, pod: str, container: str,
+                        options: ExecOptions, protocols: Sequence[str]) -> AsyncIterator[ClientConnection]:
+        """Open the kubelet's `/exec` WebSocket with the client's subprotocol offer; entered once it
+        accepted (the connection's `subprotocol` is its pick), closed on leaving. Raises APIError as
+        kube-apiserver answers when the kubelet cannot be reached or says no."""
+        path = "/".join(quote(part, safe="") for part in (namespace, pod, container))
+        url = f"wss://{_host_port(host, port)}/exec/{path}?{options.kubelet_query()}"
+        try:
+            connection = await ws_connect(url, ssl=self._tls, subprotocols=[Subprotocol(p) for p in protocols],
+                                          open_timeout=EXEC_OPEN_TIMEOUT, max_size=MAX_MESSAGE, compression=None,
+                                          close_timeout=5)
+        except InvalidStatus as exc:
+            body = exc.response.body[:MAX_ERROR_BODY].decode(errors="replace") if exc.response.body else ""
+            raise _status_error(exc.response.status_code, body.strip(), pod, "pods/exec") from None
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            raise _server_error(f"error dialing backend: {_dial_error(exc, host, port)}") from None
+        try:
+            yield connection
+        finally:
+            await connection.close()
+
 
 async def _chunks(response: aiohttp.ClientResponse, url: str) -> AsyncGenerator[bytes, None]:
     try:
@@ -208,12 +270,15 @@ async def _chunks(response: aiohttp.ClientResponse, url: str) -> AsyncGenerator[
 
 
 async def _kubelet_error(response: aiohttp.ClientResponse, pod: str) -> APIError:
-    """A kubelet's non-2xx answer as kube-apiserver's GenericHttpResponseChecker turns it into a Status."""
-    code = response.status
     try:
         body = await _error_body(response)
     except (aiohttp.ClientError, TimeoutError) as exc:
         return errors.internal(f"{type(exc).__name__}: {exc}")
+    return _status_error(response.status, body, pod, "pods/log")
+
+
+def _status_error(code: int, body: str, pod: str, kind: str) -> APIError:
+    """A kubelet's non-2xx answer as kube-apiserver's GenericHttpResponseChecker turns it into a Status."""
     if code == 500:
         return errors.internal(body)
     if code == 400:
@@ -227,8 +292,8 @@ async def _kubelet_error(response: aiohttp.ClientResponse, pod: str) -> APIError
                                             "request from succeeding")
     else:
         reason, message = "", f"the server responded with the status code {code} but did not return more information"
-    return APIError(code, reason, f"{message} ( pods/log {pod})",
-                    {"name": pod, "kind": "pods/log", "causes": [{"message": body}]})
+    return APIError(code, reason, f"{message} ( {kind} {pod})",
+                    {"name": pod, "kind": kind, "causes": [{"message": body}]})
 
 
 async def _error_body(response: aiohttp.ClientResponse) -> str:
@@ -264,6 +329,17 @@ def _go_error(exc: BaseException, host: str, port: int) -> str:
         return "EOF"
     if isinstance(exc, OSError) and exc.errno:
         return f"read tcp {address}: {_lower_first(os.strerror(exc.errno))}"
+    return str(exc) or type(exc).__name__
+
+
+def _dial_error(exc: BaseException, host: str, port: int) -> str:
+    """Go's wording for a WebSocket dial to the kubelet that got no answer."""
+    if isinstance(exc, ssl.SSLError):
+        return f"tls: {exc.reason or exc}"
+    if isinstance(exc, TimeoutError):
+        return f"dial tcp {_host_port(host, port)}: i/o timeout"
+    if isinstance(exc, OSError) and exc.errno:
+        return f"dial tcp {_host_port(host, port)}: connect: {_lower_first(os.strerror(exc.errno))}"
     return str(exc) or type(exc).__name__
 
 

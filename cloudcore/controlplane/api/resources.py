@@ -108,7 +108,7 @@ def _core(plural: str, kind: str, namespaced: bool = True, short: tuple[str, ...
 BUILTIN: Final[tuple[ResourceInfo, ...]] = (
     _core("namespaces", "Namespace", False, ("ns",), ("status", "finalize"), selectable=_fields("status.phase")),
     _core("nodes", "Node", False, ("no",), ("status",), selectable=_fields("spec.unschedulable")),
-    _core("pods", "Pod", True, ("po",), ("status", "binding", "log"), ALL_CATEGORY, _POD_FIELDS),
+    _core("pods", "Pod", True, ("po",), ("status", "binding", "log", "exec"), ALL_CATEGORY, _POD_FIELDS),
     _core("configmaps", "ConfigMap", True, ("cm",)),
     _core("secrets", "Secret", True, (), selectable=_fields("type")),
     _core("services", "Service", True, ("svc",), ("status",), ALL_CATEGORY),
