@@ -30,6 +30,7 @@ def scratch_env(base: Path, tag: str, mqtt_port: int) -> dict[str, str]:
             "KE_RUN": str(base / "run"), "KE_CTD_TAG": tag, "KE_MQTT_PORT": str(mqtt_port),
             "KE_NODE_NAME": f"qs-{tag}", "KE_APISERVER_PORT": str(free_port()),
             "KE_CLOUDHUB_PORT": str(free_port()), "KE_CLOUDHUB_HTTPS_PORT": str(free_port()),
+            "KE_STREAM_PORT": str(free_port()), "KE_TUNNEL_PORT": str(free_port()),
             "KE_METASERVER_PORT": str(free_port())}
 
 
@@ -47,6 +48,8 @@ def test_quickstart_up_up_down_down_leaves_nothing_behind(state_dir: Path, run_i
         assert re.search(rf"^\s+qs-q{run_id}\s+Ready\s+agent,edge\s", first, re.MULTILINE), first  # get nodes
         assert "objectsyncs.reliablesyncs.kubeedge.io created" in first
         assert re.search(r"http://[\d.]+:8080/ answers: hello from hello-edge-\S+ at the edge", first), first
+        assert re.search(r"kubectl logs hello-edge-\S+:\n    serving /tmp on :8080\n", first), first
+        assert re.search(r"cat /tmp/index.html:\n    hello from hello-edge-\S+ at the edge\n", first), first
         assert "docker.io/local/busybox:1.0" in first and "docker.io/local/pause:1.0" in first
         pids = {name: PidRecord.read(path) for name, path in pidfiles.items()}
         assert all(record is not None for record in pids.values())
