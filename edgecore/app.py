@@ -81,8 +81,12 @@ async def run(config: EdgeCoreConfig, stop: asyncio.Event) -> int:
             except (OSError, aiosqlite.Error) as exc:
                 log.error("cannot open the device tables", path=config.database.data_source, err=exc)
                 return 1
-            feed = meta.events.subscribe(["device"]) if meta is not None else None  # Device objects' desired values
-            modules.append(DeviceTwinModule(config.modules.device_twin, node, twin_store, feed))
+            # Device objects (desired values) and DeviceModels, for DeviceTwin and the DMI mappers
+            feed = meta.events.subscribe(["device", "devicemodel"]) if meta is not None else None
+            twin_config = config.modules.device_twin
+            modules.append(DeviceTwinModule(twin_config, node, twin_store, feed,
+                                            serve_dmi=bool(twin_config.dmi_sock_path),
+                                            list_objects=meta.store.list_type if meta is not None else None))
         if config.modules.edge_hub.enable:
             modules.append(EdgeHubModule(config.modules.edge_hub, node, outbox, config.source_path))
         daemon.sd_notify("READY=1")

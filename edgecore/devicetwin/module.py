@@ -6,7 +6,10 @@ In (all through the module bus):
 - from the cloud through EdgeHub (group `twin`): `membership` updates (added/removed devices), `twin/cloud_updated`,
   and the ACKs of our twin reports (op response, parent = the report's msg_id);
 - the Device objects the cloud pushes (stored by MetaManager, read here from its change feed, or delivered to this
-  group as upstream MetaManager does): their desired values become expected values;
+  group as upstream MetaManager does): their desired values become expected values; with DMI on, they and the
+  DeviceModels also go to the registered mappers (edgecore/devicetwin/dmi.py);
+- mappers over DMI (gRPC on `dmiSockPath`, when `serve_dmi`): their reports take the same twin and state paths
+  as MQTT reports;
 - EdgeHub's `node/connection` events.
 
 Out: MQTT publishes through EventBus (group `bus`, op `publish`, resource = topic, content = the body) and
@@ -21,6 +24,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 import aiosqlite
@@ -33,6 +37,7 @@ from common.log import get_logger
 from common.message import Message, now_ms
 from common.modules import ModuleContext
 from edgecore.devicetwin import messages as m
+from edgecore.devicetwin.dmi import DMIBridge, ObjectLister
 from edgecore.devicetwin.pending import RESEND_AFTER, PendingReports
 from edgecore.devicetwin.store import Device, DeviceTwinStore
 from edgecore.devicetwin.twin import (
@@ -49,6 +54,8 @@ from edgecore.devicetwin.twin import (
     twin_body,
     without_versions,
 )
+from edgecore.dmi.catalog import DEVICE, MODEL, Kind
+from edgecore.dmi.generate import DMIProtoError
 from edgecore.metamanager.events import DELETED, MetaEvent, Subscription, SubscriptionClosed
 
 log = get_logger("devicetwin")
@@ -63,7 +70,8 @@ class DeviceTwinModule:
     group = Group.TWIN
 
     def __init__(self, config: DeviceTwinConfig, node: str, store: DeviceTwinStore,
-                 device_feed: Subscription | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 device_feed: Subscription | None = None, clock: Callable[[], float] = time.monotonic, *,
+                 serve_dmi: bool = False, list_objects: ObjectLister | None = None) -> None:
         self.config = config
         self.node = node
         self.store = store
@@ -75,6 +83,13 @@ class DeviceTwinModule:
         self._wakeup = asyncio.Event()
         self._waiting_desired: dict[str, dict[str, str]] = {}
         self._ctx: ModuleContext | None = None
+        # DMI: `list_objects` (MetaStore.list_type) gives the Device/DeviceModel objects stored before the feed began.
+        self.dmi: DMIBridge | None = None
+        if serve_dmi:
+            try:
+                self.dmi = DMIBridge(self, Path(config.dmi_sock_path), self._lock, list_objects)
+            except DMIProtoError as exc:  # MQTT mappers still work; say why DMI ones cannot
+                log.error("DMI disabled: its proto cannot be loaded", err=exc)
 
     async def run(self, ctx: ModuleContext) -> None:
         self._ctx = ctx
@@ -83,6 +98,8 @@ class DeviceTwinModule:
             tasks.create_task(self._flush_loop(ctx), name="devicetwin:flush")
             if self.device_feed is not None:
                 tasks.create_task(self._feed_loop(ctx, self.device_feed), name="devicetwin:devices")
+            if self.dmi is not None:
+                tasks.create_task(self.dmi.run(ctx), name="devicetwin:dmi")
             while True:
                 message = await ctx.mailbox.get()
                 async with self._lock:
@@ -108,8 +125,8 @@ class DeviceTwinModule:
             await self._from_mqtt(ctx, message)
         elif message.group == Group.TWIN:
             await self._from_cloud(ctx, message)
-        elif message.group == Group.RESOURCE and f"/{ResourceType.DEVICE}/" in message.resource:
-            await self._device_object(ctx, message.operation, message.resource, message.content)
+        elif message.group == Group.RESOURCE and (kind := _object_kind(message.resource)) is not None:
+            await self._device_object(ctx, message.operation, message.resource, message.content, kind)
         else:
             log.v(2).info("message not for devicetwin ignored", msg_id=message.msg_id, source=message.source,
                           resource=message.resource, operation=message.operation)
@@ -159,7 +176,8 @@ class DeviceTwinModule:
                           operation=message.operation)
 
     # -- twin ---------------------------------------------------------------------------------------------
-    async def twin_update(self, ctx: ModuleContext, device_id: str, payload: Any) -> None:
+    async def twin_update(self, ctx: ModuleContext, device_id: str, payload: Any) -> TwinError | None:
+        """An edge twin update (MQTT `.../twin/update` or a DMI report); the refusal, if any, is also returned."""
         now = now_ms()
         topic = m.device_topic(device_id, m.TWIN_UPDATE_RESULT)
         body = _json_object(payload)
@@ -167,7 +185,7 @@ class DeviceTwinModule:
         if body is None:
             await self._publish(ctx, topic, m.error_result("", now, m.BAD_REQUEST, m.ERR_UNMARSHAL))
             log.warning("twin update is not a JSON object", device=device_id)
-            return
+            return TwinError(m.BAD_REQUEST, m.ERR_UNMARSHAL)
         device = self.store.devices.get(device_id)
         try:
             if "twin" not in body or not isinstance(body["twin"], dict):
@@ -179,17 +197,18 @@ class DeviceTwinModule:
         except TwinError as exc:
             log.warning("twin update rejected", device=device_id, event_id=event_id, code=exc.code, reason=exc.reason)
             await self._publish(ctx, topic, m.error_result(event_id, now, exc.code, exc.reason))
-            return
+            return exc
         try:
             await self.store.save_twins(device_id, outcome.changed, outcome.twins)
         except aiosqlite.Error as exc:
             log.error("twin update not stored", device=device_id, event_id=event_id, err=exc)
             await self._publish(ctx, topic, m.error_result(event_id, now, m.INTERNAL_ERROR, str(exc)))
-            return
+            return TwinError(m.INTERNAL_ERROR, str(exc))
         log.v(2).info("twin updated", device=device_id, event_id=event_id, properties=",".join(sorted(update)))
         result = {k: without_versions(v) for k, v in outcome.result.items()}
         await self._publish(ctx, topic, twin_body(event_id, now, result))
         await self._after_change(ctx, device_id, event_id, now, outcome)
+        return None
 
     async def cloud_sync(self, ctx: ModuleContext, device_id: str, payload: Any) -> None:
         now = now_ms()
@@ -321,8 +340,13 @@ class DeviceTwinModule:
         devices = [m.membership_device(d.membership_view()) for _, d in sorted(self.store.devices.items())]
         await self._publish(ctx, topic, {**m.base(_event_id(body), now), "devices": devices})
 
-    # -- Device objects (desired values) ------------------------------------------------------------------
-    async def _device_object(self, ctx: ModuleContext, operation: str, resource: str, obj: Any) -> None:
+    # -- Device / DeviceModel objects (desired values; DMI pushes) -----------------------------------------
+    async def _device_object(self, ctx: ModuleContext, operation: str, resource: str, obj: Any,
+                             kind: Kind = DEVICE) -> None:
+        if self.dmi is not None:
+            self.dmi.object_changed(kind, resource, obj, deleted=operation == Op.DELETE)
+        if kind != DEVICE:
+            return
         device_id = _device_id_of(resource, obj)
         if device_id is None:
             return
@@ -334,7 +358,8 @@ class DeviceTwinModule:
             await self.apply_device_desired(ctx, device_id, desired)
 
     async def _feed_loop(self, ctx: ModuleContext, feed: Subscription) -> None:
-        """MetaManager's change feed of `device` objects (upstream MetaManager hands them to DeviceTwin)."""
+        """MetaManager's change feed of `device` (and `devicemodel`) objects (upstream MetaManager hands them to
+        DeviceTwin)."""
         while True:
             try:
                 event = await feed.next(_FEED_POLL)
@@ -354,7 +379,8 @@ class DeviceTwinModule:
             obj = orjson.loads(event.value) if event.value else None
         except orjson.JSONDecodeError:
             return
-        await self._device_object(ctx, Op.DELETE if event.event == DELETED else Op.UPDATE, event.key, obj)
+        await self._device_object(ctx, Op.DELETE if event.event == DELETED else Op.UPDATE, event.key, obj,
+                                  MODEL if event.type == MODEL else DEVICE)
 
     # -- output -------------------------------------------------------------------------------------------
     async def _publish(self, ctx: ModuleContext, topic: str, body: dict[str, Any]) -> None:
@@ -412,6 +438,13 @@ def _event_id(body: dict[str, Any] | None) -> str:
 def _str(raw: dict[str, Any], key: str) -> str:
     value = raw.get(key)
     return value if isinstance(value, str) else ""
+
+
+def _object_kind(resource: str) -> Kind | None:
+    """`device` or `devicemodel` for a resource `[node/<node>/]<ns>/<kind>/<name>`, else None."""
+    parts = resource.split("/")
+    kind = parts[-2] if len(parts) >= 3 else ""
+    return DEVICE if kind == DEVICE else MODEL if kind == MODEL else None
 
 
 def _device_id_of(resource: str, obj: Any) -> str | None:

@@ -5,6 +5,10 @@ Tables (ref/devices-groups.md 2.1, column names as upstream's beego ORM makes th
 optional, attr_type, metadata)`, `device_twin(id, deviceid, name, description, expected, actual, expected_meta,
 actual_meta, expected_version, actual_version, optional, attr_type, metadata)`. `devicetwin_pending(key PK,
 message)` is ours (as EdgeHub's `outbox`): twin/state reports for the cloud that survive a restart.
+`devicetwin_mapper(name PK, protocol, address, version, api_version, state)` is ours too: the mappers registered
+over DMI, so that edgecore can push device changes to them after a restart before they register again
+(upstream keeps them in `meta` under `node/<node>/<ns>/devicemapper/<name>`; we keep DeviceTwin's state in
+DeviceTwin's tables and MetaManager's `meta` for cloud objects only).
 
 Everything is loaded at open (a node holds tens to thousands of devices) and written through; each call is
 one transaction on this object's own aiosqlite connection (WAL, like the other edge stores).
@@ -20,6 +24,7 @@ import aiosqlite
 import orjson
 
 from edgecore.devicetwin.twin import Twin, parse_ts, parse_version, ts_json
+from edgecore.dmi.registry import MapperRecord
 
 _SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS "device" (
@@ -36,7 +41,11 @@ _SCHEMA: Final = (
         "expected_version" varchar(255), "actual_version" varchar(255), "optional" bool,
         "attr_type" varchar(255), "metadata" varchar(255))""",
     """CREATE TABLE IF NOT EXISTS devicetwin_pending (key TEXT PRIMARY KEY, message BLOB NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS devicetwin_mapper (
+        name TEXT PRIMARY KEY, protocol TEXT NOT NULL, address TEXT NOT NULL,
+        version TEXT NOT NULL DEFAULT '', api_version TEXT NOT NULL DEFAULT '', state TEXT NOT NULL DEFAULT '')""",
 )
+_MAPPER_COLUMNS: Final = ("name", "protocol", "address", "version", "api_version", "state")
 _TWIN_COLUMNS: Final = ("description", "expected", "actual", "expected_meta", "actual_meta", "expected_version",
                         "actual_version", "optional", "attr_type", "metadata")
 
@@ -90,12 +99,14 @@ def twin_of_row(row: tuple[Any, ...]) -> Twin:
 
 
 class DeviceTwinStore:
-    """The three upstream tables plus `devicetwin_pending`; owns its aiosqlite connection."""
+    """The three upstream tables plus `devicetwin_pending` and `devicetwin_mapper`; owns its aiosqlite connection."""
 
-    def __init__(self, db: aiosqlite.Connection, devices: dict[str, Device], pending: list[tuple[str, bytes]]) -> None:
+    def __init__(self, db: aiosqlite.Connection, devices: dict[str, Device], pending: list[tuple[str, bytes]],
+                 mappers: dict[str, MapperRecord] | None = None) -> None:
         self._db = db
         self.devices = devices
         self.pending_rows = pending
+        self.mappers = mappers if mappers is not None else {}
 
     @classmethod
     async def open(cls, path: Path) -> DeviceTwinStore:
@@ -124,10 +135,12 @@ class DeviceTwinStore:
                     devices[row[0]].twins[row[1]] = twin_of_row(tuple(row[2:]))
             pending = [(k, bytes(m)) for k, m in await db.execute_fetchall(
                 "SELECT key, message FROM devicetwin_pending ORDER BY rowid")]
+            mappers = {row[0]: MapperRecord(*row) for row in await db.execute_fetchall(
+                f"SELECT {', '.join(_MAPPER_COLUMNS)} FROM devicetwin_mapper ORDER BY name")}
         except BaseException:
             await db.close()
             raise
-        return cls(db, devices, pending)
+        return cls(db, devices, pending, mappers)
 
     async def close(self) -> None:
         await self._db.close()
@@ -183,3 +196,16 @@ class DeviceTwinStore:
                 await self._db.execute("INSERT OR REPLACE INTO devicetwin_pending (key, message) VALUES (?, ?)",
                                        (key, message))
         await self._db.commit()
+
+    async def save_mapper(self, mapper: MapperRecord) -> None:
+        marks = ", ".join("?" for _ in _MAPPER_COLUMNS)
+        await self._db.execute(f"INSERT OR REPLACE INTO devicetwin_mapper ({', '.join(_MAPPER_COLUMNS)}) "
+                               f"VALUES ({marks})", (mapper.name, mapper.protocol, mapper.address, mapper.version,
+                                                     mapper.api_version, mapper.state))
+        await self._db.commit()
+        self.mappers[mapper.name] = mapper
+
+    async def remove_mapper(self, name: str) -> None:
+        await self._db.execute("DELETE FROM devicetwin_mapper WHERE name = ?", (name,))
+        await self._db.commit()
+        self.mappers.pop(name, None)

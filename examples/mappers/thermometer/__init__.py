@@ -1,0 +1,1 @@
+"""A sample KubeEdge device mapper over DMI (v1beta1): simulated thermometers. See README.md here."""
