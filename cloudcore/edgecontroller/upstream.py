@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from cloudcore.edgecontroller.events import EventHandlers
 from cloudcore.edgecontroller.kubeapi import KubeJSON
 from cloudcore.edgecontroller.messages import error_reply
 from cloudcore.edgecontroller.nodes import NodeHandlers
@@ -55,6 +56,7 @@ class Upstream:
         nodes = NodeHandlers(client, node_update_frequency)
         pods = PodHandlers(client)
         queries = QueryHandlers(client, planner, refs_ready)
+        events = EventHandlers(client)
         self.routes: dict[tuple[str, str], Handle] = {
             (T.NODE, Op.INSERT): nodes.register,
             (T.NODE, Op.UPDATE): nodes.update,
@@ -66,6 +68,9 @@ class Upstream:
             (T.PODSTATUS, Op.UPDATE): pods.update_status,
             (T.PODPATCH, Op.PATCH): pods.patch_status,
             (T.POD, Op.DELETE): pods.delete,
+            (T.EVENT, Op.INSERT): events.write,
+            (T.EVENT, Op.UPDATE): events.write,
+            (T.EVENT, Op.PATCH): events.patch,
             **{(resource_type, Op.QUERY): queries.query for resource_type in _QUERYABLE},
         }
 
@@ -100,7 +105,7 @@ class Upstream:
             return
         handler = self.routes.get((res.type, message.operation))
         if handler is None:
-            log.v(2).info(  # not bad input: kinds we do not handle yet (events, CSRs, ...) come often
+            log.v(2).info(  # not bad input: kinds we do not handle yet (CSRs, ...) come often
                 "unsupported upstream message",
                 node=res.node,
                 msg_id=message.msg_id,

@@ -15,6 +15,14 @@ Once the stored pods are loaded, and every minute after, what the runtime and th
 pods edged does not know is removed (edgecore.edged.orphans).
 
 The node's Lease is renewed every 10 s while connected (edgecore.edged.lease).
+
+Events (edgecore.edged.events), with `modules.edged.reportEvent: true` (upstream's key; false by
+default, as upstream, and then no event is recorded or sent): the pod workers record kubelet's pod
+events into one EventRecorder, which never blocks them; its task sends each as `insert`/`update` of
+`<ns>/event/<name>` (a v1.Event) through MetaManager while the cloud is connected, at most
+eventRecordQPS per second, and waits for the cloud's answer (`EVENT_REPLY_TIMEOUT`): a `response`
+settles it (the cloud ACKs the events it drops as bad input too); no answer or an `error` (EdgeHub not
+connected, the API failing) has it tried again, a few times at most.
 """
 
 from __future__ import annotations
@@ -32,7 +40,15 @@ import orjson
 
 from common.config.base import local_ip
 from common.config.edgecore import Edged as EdgedConfig
-from common.constants import CLOUD_CONNECTED, RESOURCE_CLOUD_CONNECTION, EdgeModule, Group, Op, ResourceType
+from common.constants import (
+    CLOUD_CONNECTED,
+    CLOUD_MODULES,
+    RESOURCE_CLOUD_CONNECTION,
+    EdgeModule,
+    Group,
+    Op,
+    ResourceType,
+)
 from common.errors import BusError, ResourceError
 from common.log import get_logger
 from common.message import Message
@@ -41,6 +57,7 @@ from common.reliable import ReconnectBackoff
 from common.resource import parse_edge_resource
 from edgecore.cri import CRIClient
 from edgecore.edged import orphans
+from edgecore.edged.events import EventRecorder, Outgoing
 from edgecore.edged.lease import LeaseRenewer
 from edgecore.edged.nodestatus import NodeFacts, node_object, status_request
 from edgecore.edged.pods.configs import RuntimeOptions
@@ -52,6 +69,7 @@ from edgecore.metamanager.store import MetaStore
 log = get_logger("edged")
 
 REGISTER_TIMEOUT: Final = 60.0
+EVENT_REPLY_TIMEOUT: Final = 10.0
 _OK: Final = "OK"
 
 
@@ -76,6 +94,8 @@ class EdgedModule:
         self.registered = not kubelet.register_node
         self._report_now = asyncio.Event()
         self.lease = LeaseRenewer(self.facts.name, int(kubelet.node_lease_duration_seconds), self.connected)
+        self.events = EventRecorder(self.facts.name, qps=float(kubelet.event_record_qps),
+                                    burst=int(kubelet.event_burst)) if config.report_event else None
 
     async def run(self, ctx: ModuleContext) -> None:
         async with asyncio.TaskGroup() as tasks:
@@ -83,9 +103,12 @@ class EdgedModule:
                 self.pods = PodManager(tasks, self.cri, host_ip=self.facts.node_ip,
                                        on_status=lambda spec, status: self._send_pod_status(ctx, spec, status),
                                        on_deleted=lambda spec: self._confirm_deleted(ctx, spec), options=self.options,
-                                       objects=self._stored_object)
+                                       objects=self._stored_object, events=self.events)
                 self.pods.load(await self._stored_pods())
                 tasks.create_task(orphans.sweep_forever(self.cri, self.pods.workers.keys, self.options.root_dir))
+                if self.events is not None:
+                    tasks.create_task(self.events.run(lambda outgoing: self._send_event(ctx, outgoing),
+                                                      self.connected), name="edged:events")
             tasks.create_task(self._listen(ctx))
             tasks.create_task(self._report(ctx))
             tasks.create_task(self.lease.run(ctx))
@@ -214,6 +237,25 @@ class EdgedModule:
         done = Message.new(source=EdgeModule.EDGED, group=Group.META, operation=Op.DELETE,
                            resource=f"{spec.namespace}/{ResourceType.POD}/{spec.name}", content=spec.uid)
         await self._to_meta(ctx, done)
+
+    async def _send_event(self, ctx: ModuleContext, outgoing: Outgoing) -> bool:
+        """One event to the cloud; True once the cloud answered (it wrote the event, or never will)."""
+        request = Message.new(source=EdgeModule.EDGED, group=Group.META, operation=outgoing.operation,
+                              resource=f"{outgoing.namespace}/{ResourceType.EVENT}/{outgoing.name}",
+                              content=outgoing.event)
+        try:
+            reply = await ctx.bus.request(EdgeModule.METAMANAGER, request, EVENT_REPLY_TIMEOUT)
+        except (TimeoutError, BusError) as exc:
+            log.v(2).info("event not answered", event=outgoing.name, msg_id=request.msg_id, err=exc)
+            return False
+        if reply.operation == Op.ERROR:
+            # EdgeHub's refusal (not connected) or the cloud's (the API failed for now): worth another try.
+            # The cloud ACKs an event it drops for good, so this never repeats past the recorder's limit.
+            log.v(2).info("event refused", event=outgoing.name, msg_id=request.msg_id,
+                          by="cloud" if reply.source in CLOUD_MODULES else "edge", reason=str(reply.content)[:200])
+            return False
+        log.v(4).info("event sent", event=outgoing.name, msg_id=request.msg_id, count=outgoing.count)
+        return True
 
     async def _to_meta(self, ctx: ModuleContext, message: Message) -> None:
         try:

@@ -100,7 +100,9 @@ async def cri(containerd: ContainerdLayout) -> AsyncIterator[CRIClient]:
 
 @pytest.fixture
 async def kit(cri: CRIClient, run_id: str, tmp_path: Path) -> AsyncIterator[Kit]:
-    made = Kit(cri=cri, label=f"{run_id}-{uuid.uuid4().hex[:6]}", options=RuntimeOptions(log_root=tmp_path / "pods"))
+    # The test's own kubelet root: an Edged started here sweeps unknown pod dirs under it, never /var/lib/kubelet.
+    made = Kit(cri=cri, label=f"{run_id}-{uuid.uuid4().hex[:6]}",
+               options=RuntimeOptions(log_root=tmp_path / "pods", root_dir=tmp_path / "kubelet"))
     try:
         yield made
     finally:

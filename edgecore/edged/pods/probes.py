@@ -12,7 +12,8 @@ without sleeps.
 I/O: `Prober` is one asyncio task per probed container instance, owned by the pod worker, which cancels
 it when the instance stops running or the pod goes. Each check is bounded by the probe's timeout (exec:
 by the runtime, which kills the command then), and any change of started/ready/failed wakes the worker,
-so the status goes up at once rather than at the next resync.
+so the status goes up at once rather than at the next resync. Every failed check is also handed to
+`on_failure` (the worker records kubelet's Unhealthy event from it; the recorder never blocks).
 """
 
 from __future__ import annotations
@@ -80,9 +81,11 @@ def check_probes(container: ContainerSpec) -> None:
                     raise ProbeError("exec needs a command")
             elif probe.handler in _NETWORK_HANDLERS:
                 resolve_port(probe, container)
+            elif not probe.handler:
+                raise ProbeError("handler missing or ambiguous: a probe needs exactly one of exec, httpGet or "
+                                 "tcpSocket")
             else:
-                raise ProbeError(f"handler {probe.handler or 'missing or ambiguous'!s} is not supported "
-                                 "(exactly one of exec, httpGet, tcpSocket)")
+                raise ProbeError(f"handler {probe.handler} is not supported (only exec, httpGet or tcpSocket)")
         except ProbeError as exc:
             raise ProbeError(f"{kind} probe of container {container.name}: {exc}") from None
 
@@ -107,6 +110,7 @@ class ContainerProbes:
         self.tracks = {kind: _Track(probe, started_at + probe.initial_delay, kind == Kind.LIVENESS)
                        for kind, probe in probes_of(container).items()}
         self.failed = ""  # why the container must be killed; "" while it need not
+        self.failed_kind: Kind | None = None  # the probe that failed it
 
     @property
     def started(self) -> bool:
@@ -147,6 +151,7 @@ class ContainerProbes:
             track.result = success
             if not success and kind != Kind.READINESS:
                 self.failed = f"Container {self.name} failed {kind} probe" + (f": {message}" if message else "")
+                self.failed_kind = kind
         return (self.started, self.ready, self.failed) != before
 
 
@@ -157,7 +162,8 @@ class Prober:
     """The task that probes one running container instance; `cancel()` it when the instance goes."""
 
     def __init__(self, cri: CRIClient, container: ContainerSpec, container_id: str, *, started_at: float,
-                 host: str, clock: Callable[[], float], on_change: Callable[[], None], pod: str) -> None:
+                 host: str, clock: Callable[[], float], on_change: Callable[[], None], pod: str,
+                 on_failure: Callable[[Kind, str], None] | None = None) -> None:
         self.container_id = container_id
         self.state = ContainerProbes(container, started_at)
         self._cri = cri
@@ -166,6 +172,7 @@ class Prober:
         self._clock = clock
         self._on_change = on_change
         self._pod = pod
+        self._on_failure = on_failure  # every failed check (kind, why): the worker's Unhealthy event
         self._task = asyncio.create_task(self._run(), name=f"edged:probe:{pod}/{container.name}")
 
     def cancel(self) -> asyncio.Task[None]:
@@ -183,6 +190,8 @@ class Prober:
                 if not success:
                     log.v(2).info("probe failed", pod=self._pod, container=self._container.name, probe=str(kind),
                                   detail=message[:200])
+                    if self._on_failure is not None:
+                        self._on_failure(kind, message)
                 changed |= self.state.record(kind, success, now, message)
             if changed:
                 self._report()

@@ -2,8 +2,12 @@
 
 Parsing is lenient where Kubernetes has defaults (restartPolicy Always, grace period 30 s, probe timings)
 and strict where acting on a guess would run the wrong thing (no uid, no name, a container without an
-image). A probe is kept as sent, even one that cannot run (no handler, an undeclared port name): the
-worker refuses to start that container with a clear reason, so one bad pod never fails the parse.
+image: the API server refuses those too). A probe is kept as sent, even one that cannot run (no handler,
+an undeclared port name): the worker refuses to start that container with a clear reason and an event,
+so one bad pod never fails the parse.
+
+What the pod's own status says is kept for one case: a pod this node rejected at admission (phase
+Failed, message "Pod was rejected: ...", as kubelet writes it) stays rejected when edgecore restarts.
 """
 
 from __future__ import annotations
@@ -24,8 +28,19 @@ LABEL_POD_NAMESPACE: Final = "io.kubernetes.pod.namespace"
 LABEL_CONTAINER_NAME: Final = "io.kubernetes.container.name"
 
 
+REJECTED_PREFIX: Final = "Pod was rejected: "
+
+
 class PodSpecError(KubeEdgeError):
     """The pod cannot be run as given."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why the node refused to admit a pod (kubelet: the failed predicate's name, and its message)."""
+
+    reason: str
+    message: str
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -129,6 +144,9 @@ class PodSpec:
     security: dict[str, Any] = field(default_factory=dict, compare=False)  # the pod's securityContext
     service_account: str = ""
     deleting: bool = False
+    resource_version: str = field(default="", compare=False)  # for events' involvedObject
+    created: str = field(default="", compare=False)  # metadata.creationTimestamp (RFC 3339): admission order
+    rejected: Rejection | None = field(default=None, compare=False)  # its status says this node rejected it
 
     @property
     def key(self) -> str:
@@ -174,7 +192,17 @@ def parse_pod(obj: object) -> PodSpec:
         volumes=tuple(_volume(v) for v in spec.get("volumes") or []), security=_mapping(spec.get("securityContext")),
         service_account=str(spec.get("serviceAccountName") or ""),
         deleting=bool(metadata.get("deletionTimestamp")),
+        resource_version=str(metadata.get("resourceVersion") or ""),
+        created=str(metadata.get("creationTimestamp") or ""),
+        rejected=_rejection(_mapping(obj.get("status"))),
     )
+
+
+def _rejection(status: dict[str, Any]) -> Rejection | None:
+    message = str(status.get("message") or "")
+    if status.get("phase") != "Failed" or not message.startswith(REJECTED_PREFIX):
+        return None
+    return Rejection(reason=str(status.get("reason") or ""), message=message.removeprefix(REJECTED_PREFIX))
 
 
 _VOLUME_META: Final = frozenset({"name"})

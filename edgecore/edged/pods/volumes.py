@@ -10,7 +10,9 @@ rewritten only when their content changes, which the worker checks every re-sync
 
 Anything that keeps a container from being configured (a missing non-optional configMap, secret or key,
 a hostPath of the wrong type, an unknown volume) is a VolumeError: the worker reports the container
-waiting with CreateContainerConfigError and retries with back-off, never crashes.
+waiting with CreateContainerConfigError and retries with back-off, never crashes. One raised while
+setting up a volume (an OSError there too) is a MountError naming the volume (the worker's FailedMount
+event says which).
 
 The pure parts (`projected_files`, `field_value`, `env_from_objects`) take the objects as dicts; the
 I/O parts run on a worker thread so a slow disk does not stall the event loop.
@@ -50,6 +52,14 @@ _HOSTPATH_TYPES: Final = {"", "DirectoryOrCreate", "Directory", "FileOrCreate", 
 
 class VolumeError(KubeEdgeError):
     """The container cannot be configured yet (reported as CreateContainerConfigError)."""
+
+
+class MountError(VolumeError):
+    """One of the pod's volumes cannot be set up (kubelet's FailedMount event names `volume`)."""
+
+    def __init__(self, volume: str, detail: str) -> None:
+        super().__init__(detail)
+        self.volume = volume
 
 
 def pod_dir(root: Path, uid: str) -> Path:
@@ -230,21 +240,30 @@ async def prepare_volumes(spec: PodSpec, root: Path, get: ObjectGetter | None, *
     for volume in spec.volumes:
         if only_projected and volume.kind not in PROJECTED:
             continue
-        if volume.kind not in (*PLUGINS, "hostPath"):
-            raise VolumeError(f"volume {volume.name}: type {volume.kind or '(none or several)'} not supported")
-        where = volume_dir(root, spec.uid, volume)
-        if volume.kind == "hostPath":
-            await asyncio.to_thread(_check_host_path, volume, where)
-        elif volume.kind == "emptyDir":
-            await asyncio.to_thread(where.mkdir, mode=0o777, parents=True, exist_ok=True)
-        else:
-            obj = None
-            if volume.kind != "downwardAPI":
-                obj = await _get(get, spec, volume.kind, _object_name(volume))
-            files = projected_files(volume, spec, obj)
-            await asyncio.to_thread(write_atomic, where, files or {})
-        dirs[volume.name] = where
+        try:
+            dirs[volume.name] = await _prepare_volume(spec, volume, root, get)
+        except MountError:
+            raise
+        except (VolumeError, OSError) as exc:
+            raise MountError(volume.name, str(exc)) from None
     return dirs
+
+
+async def _prepare_volume(spec: PodSpec, volume: Volume, root: Path, get: ObjectGetter | None) -> Path:
+    if volume.kind not in (*PLUGINS, "hostPath"):
+        raise VolumeError(f"volume {volume.name}: type {volume.kind or '(none or several)'} not supported")
+    where = volume_dir(root, spec.uid, volume)
+    if volume.kind == "hostPath":
+        await asyncio.to_thread(_check_host_path, volume, where)
+    elif volume.kind == "emptyDir":
+        await asyncio.to_thread(where.mkdir, mode=0o777, parents=True, exist_ok=True)
+    else:
+        obj = None
+        if volume.kind != "downwardAPI":
+            obj = await _get(get, spec, volume.kind, _object_name(volume))
+        files = projected_files(volume, spec, obj)
+        await asyncio.to_thread(write_atomic, where, files or {})
+    return where
 
 
 def _check_host_path(volume: Volume, path: Path) -> None:

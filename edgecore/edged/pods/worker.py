@@ -15,6 +15,16 @@ started when it observes the instance running and cancelled when the instance st
 (or the worker ends). A failed liveness/startup probe makes the planner stop that instance; its
 terminated state then carries why. A probe that can never run keeps its container from starting
 (CreateContainerConfigError, with the reason).
+
+Admission: a pod the manager rejected (`rejection`, e.g. a host port another pod holds) never gets a
+sandbox; the worker reports it Failed with kubelet's reason and "Pod was rejected: ..." message, and
+only waits for its deletion.
+
+Events: what kubelet records about a pod goes to the node's EventRecorder (never blocking): Pulling,
+Pulled, Failed (image pull, and "Error: <reason>" for a container that cannot be created or started),
+BackOff (pulling an image, restarting a crashed container), Created, Started, Killing, Unhealthy (each
+failed probe check), FailedMount (a volume that cannot be set up), FailedCreatePodSandBox, and the
+admission rejection's reason. Repeats become one event with a count (the recorder's correlator).
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from typing import Final
 from common.log import get_logger
 from edgecore.cri import CRIClient, CRIError
 from edgecore.cri.types import PodSandboxConfig
+from edgecore.edged.events import NORMAL, WARNING, EventRecorder, EventType
 from edgecore.edged.pods.configs import RuntimeOptions, container_config, sandbox_config
 from edgecore.edged.pods.observe import observe
 from edgecore.edged.pods.planner import (
@@ -46,11 +57,12 @@ from edgecore.edged.pods.planner import (
     backoff_delay,
     plan,
 )
-from edgecore.edged.pods.probes import Prober, check_probes
-from edgecore.edged.pods.spec import PodSpec, PodSpecError
-from edgecore.edged.pods.status import JSON, pod_status
+from edgecore.edged.pods.probes import Kind, Prober, check_probes
+from edgecore.edged.pods.spec import REJECTED_PREFIX, PodSpec, PodSpecError, Rejection
+from edgecore.edged.pods.status import JSON, pod_status, qos_class
 from edgecore.edged.pods.volumes import (
     PROJECTED,
+    MountError,
     ObjectGetter,
     VolumeError,
     container_mounts,
@@ -75,13 +87,15 @@ class _Failure:
     count: int
     retry_at: float
     waiting: Waiting
+    announced: bool = False  # its back-off event was recorded
 
 
 class PodWorker:
     def __init__(self, cri: CRIClient, spec: PodSpec, *, host_ip: str, on_status: StatusSink,
                  on_deleted: DeletedSink | None = None, options: RuntimeOptions | None = None,
                  clock: Callable[[], float] = time.time, resync: float = RESYNC,
-                 pull_timeout: float = PULL_TIMEOUT, objects: ObjectGetter | None = None) -> None:
+                 pull_timeout: float = PULL_TIMEOUT, objects: ObjectGetter | None = None,
+                 events: EventRecorder | None = None, rejection: Rejection | None = None) -> None:
         self.cri = cri
         self.spec = spec
         self.host_ip = host_ip
@@ -90,6 +104,8 @@ class PodWorker:
         self.resync = resync
         self.pull_timeout = pull_timeout
         self.objects = objects  # the configMaps/secrets MetaManager stored, for volumes and env
+        self.events = events
+        self.rejection = rejection or spec.rejected  # admission refused it: it never runs
         self.last_status: JSON | None = None
         self._on_status = on_status
         self._on_deleted = on_deleted
@@ -98,6 +114,8 @@ class PodWorker:
         self._transitions: dict[str, tuple[str, str]] = {}  # condition type -> (status, lastTransitionTime)
         self._probers: dict[str, Prober] = {}  # container id -> the task probing that running instance
         self._killed: dict[str, str] = {}  # container id -> why a probe had it killed, for its terminated state
+        self._names: dict[str, str] = {}  # container id -> its spec name, as last observed (for events)
+        self._crash_announced: set[str] = set()  # exited container ids whose restart back-off event went up
 
     def update(self, spec: PodSpec) -> None:
         """A new desired state (a delete is `spec.deleting`); a deleting pod never comes back to life."""
@@ -127,13 +145,28 @@ class PodWorker:
             await asyncio.wait_for(self._wake.wait(), delay)
         self._wake.clear()
 
+    @property
+    def active(self) -> bool:
+        """Admitted, not being deleted and not finished: its host ports are taken."""
+        phase = self.last_status.get("phase") if self.last_status else None
+        return self.rejection is None and not self.spec.deleting and phase not in ("Succeeded", "Failed")
+
+    def _event(self, spec: PodSpec, event_type: EventType, reason: str, message: str, container: str = "") -> None:
+        if self.events is not None:
+            self.events.pod(spec, event_type, reason, message, container)
+
     async def sync_once(self) -> Plan:
         """One round: observe, plan, apply; then observe again and report the status if it changed."""
         spec = self.spec
+        if self.rejection is not None and not spec.deleting:
+            return await self._sync_rejected(spec, self.rejection)
         unhealthy = {cid: p.state.failed for cid, p in self._probers.items() if p.state.failed}
-        result = plan(spec, await observe(self.cri, spec.uid), self.clock(), unhealthy)
+        before = await observe(self.cri, spec.uid)
+        self._names = {c.id: c.name for c in before.containers}
+        result = plan(spec, before, self.clock(), unhealthy)
         if result.finished:
             return result
+        self._announce_crash_backoff(spec, before, result)
         if result.actions:
             await self._apply(spec, result)
         observed = await observe(self.cri, spec.uid)
@@ -142,6 +175,37 @@ class PodWorker:
             await self._refresh_volumes(spec)
             await self._report(spec, observed, result)
         return result
+
+    async def _sync_rejected(self, spec: PodSpec, rejection: Rejection) -> Plan:
+        """Nothing of a rejected pod may run (kubelet kills what it finds); report it Failed, once."""
+        observed = await observe(self.cri, spec.uid)
+        self._names = {c.id: c.name for c in observed.containers}
+        teardown = plan(None, observed, self.clock())
+        if teardown.actions:
+            await self._apply(spec, teardown)
+        status: JSON = {"phase": "Failed", "reason": rejection.reason,
+                        "message": f"{REJECTED_PREFIX}{rejection.message}", "hostIP": self.host_ip,
+                        "hostIPs": [{"ip": self.host_ip}] if self.host_ip else [], "qosClass": qos_class(spec)}
+        if status != self.last_status:
+            if self.last_status is None and spec.rejected is None:  # newly rejected, not reloaded after a restart
+                log.info("pod rejected at admission", pod=spec.key, reason=rejection.reason,
+                         detail=rejection.message)
+                self._event(spec, WARNING, rejection.reason, rejection.message)
+            self.last_status = status
+            await self._on_status(spec, status)
+        return Plan()
+
+    def _announce_crash_backoff(self, spec: PodSpec, observed: Observed, result: Plan) -> None:
+        """kubelet's BackOff event, once per exited instance waiting out its restart back-off."""
+        for name, waiting in result.waiting.items():
+            latest = observed.latest(name)
+            if waiting.reason != "CrashLoopBackOff" or latest is None or latest.id in self._crash_announced:
+                continue
+            self._crash_announced.add(latest.id)
+            self._event(spec, WARNING, "BackOff",
+                        f"Back-off restarting failed container {name} in pod {spec.name}_{spec.namespace}"
+                        f"({spec.uid})", name)
+        self._crash_announced &= {c.id for c in observed.containers}
 
     # ---- probes -----------------------------------------------------------------------------------
 
@@ -166,8 +230,12 @@ class PodWorker:
         assert wanted is not None
         sandbox = observed.ready_sandbox
         host = self.host_ip if spec.host_network else (sandbox.ip if sandbox else "")
+
+        def unhealthy(kind: Kind, message: str) -> None:
+            self._event(spec, WARNING, "Unhealthy", f"{str(kind).capitalize()} probe failed: {message}", wanted.name)
+
         return Prober(self.cri, wanted, container.id, started_at=container.started_at, host=host, clock=self.clock,
-                      on_change=self._wake.set, pod=spec.key)
+                      on_change=self._wake.set, pod=spec.key, on_failure=unhealthy)
 
     async def _stop_probers(self, container_ids: set[str]) -> None:
         tasks = []
@@ -195,16 +263,37 @@ class PodWorker:
         sandbox: tuple[str, PodSandboxConfig] | None = None
         for action in result.actions:
             if isinstance(action, RunSandbox):
-                config = sandbox_config(spec, action.attempt, self.options)
-                sandbox = (await self.cri.run_pod_sandbox(config, runtime_handler=self.options.runtime_handler),
-                           config)
-                log.info("pod sandbox started", pod=spec.key, sandbox=sandbox[0][:13], attempt=action.attempt)
+                sandbox = await self._run_sandbox(spec, action)
             elif isinstance(action, StartContainer):
                 sandbox = sandbox or await self._current_sandbox(spec)
                 if sandbox is not None:
                     await self._start(spec, action, sandbox, result)
             else:
+                if isinstance(action, StopContainer):
+                    self._announce_kill(spec, action.container_id)
                 await self._teardown_step(action)
+
+    async def _run_sandbox(self, spec: PodSpec, action: RunSandbox) -> tuple[str, PodSandboxConfig]:
+        if action.attempt > 0:
+            self._event(spec, NORMAL, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.")
+        config = sandbox_config(spec, action.attempt, self.options)
+        try:
+            sandbox_id = await self.cri.run_pod_sandbox(config, runtime_handler=self.options.runtime_handler)
+        except CRIError as exc:
+            self._event(spec, WARNING, "FailedCreatePodSandBox", f"Failed to create pod sandbox: {exc.details or exc}")
+            raise
+        log.info("pod sandbox started", pod=spec.key, sandbox=sandbox_id[:13], attempt=action.attempt)
+        return sandbox_id, config
+
+    def _announce_kill(self, spec: PodSpec, container_id: str) -> None:
+        name = self._names.get(container_id)
+        if name is None:
+            return
+        prober = self._probers.get(container_id)
+        kind = prober.state.failed_kind if prober is not None else None
+        message = (f"Container {name} failed {kind} probe, will be restarted" if kind is not None
+                   else f"Stopping container {name}")
+        self._event(spec, NORMAL, "Killing", message, name)
 
     async def _current_sandbox(self, spec: PodSpec) -> tuple[str, PodSandboxConfig] | None:
         ready = (await observe(self.cri, spec.uid)).ready_sandbox
@@ -234,8 +323,9 @@ class PodWorker:
         if failure is not None and self.clock() < failure.retry_at:
             result.waiting[action.name] = _backoff_reason(failure.waiting)
             result.wake_no_later_than(failure.retry_at)
+            self._announce_pull_backoff(spec, action.name, container.image, failure)
             return
-        problem = await self._ensure_image(container.image)
+        problem = await self._ensure_image(spec, action.name, container.image)
         if problem is None:
             problem = await self._create_and_start(spec, action, sandbox)
         if problem is None:
@@ -249,13 +339,28 @@ class PodWorker:
         log.warning("container not started", pod=spec.key, container=action.name, reason=problem.reason,
                     detail=problem.message[:200])
 
-    async def _ensure_image(self, image: str) -> Waiting | None:
+    def _announce_pull_backoff(self, spec: PodSpec, name: str, image: str, failure: _Failure) -> None:
+        if failure.announced or failure.waiting.reason != "ErrImagePull":
+            return
+        failure.announced = True
+        self._event(spec, NORMAL, "BackOff", f'Back-off pulling image "{image}"', name)
+        self._event(spec, WARNING, "Failed", "Error: ImagePullBackOff", name)
+
+    async def _ensure_image(self, spec: PodSpec, name: str, image: str) -> Waiting | None:
         if await self.cri.image_status(image) is not None:
+            self._event(spec, NORMAL, "Pulled", f'Container image "{image}" already present on machine', name)
             return None
+        self._event(spec, NORMAL, "Pulling", f'Pulling image "{image}"', name)
+        began = time.monotonic()
         try:
             await self.cri.pull_image(image, rpc_timeout=self.pull_timeout)
         except CRIError as exc:
-            return Waiting(reason="ErrImagePull", message=exc.details or str(exc))
+            detail = exc.details or str(exc)
+            self._event(spec, WARNING, "Failed", f'Failed to pull image "{image}": {detail}', name)
+            self._event(spec, WARNING, "Failed", "Error: ErrImagePull", name)
+            return Waiting(reason="ErrImagePull", message=detail)
+        self._event(spec, NORMAL, "Pulled",
+                    f'Successfully pulled image "{image}" in {time.monotonic() - began:.3f}s', name)
         return None
 
     async def _create_and_start(self, spec: PodSpec, action: StartContainer,
@@ -264,17 +369,22 @@ class PodWorker:
         assert container is not None
         try:
             dirs = await prepare_volumes(spec, self.options.root_dir, self.objects)
+        except MountError as exc:
+            self._event(spec, WARNING, "FailedMount", f'MountVolume.SetUp failed for volume "{exc.volume}" : {exc}')
+            return Waiting(reason="CreateContainerConfigError", message=str(exc))
+        try:
             mounts = await container_mounts(container, spec, dirs)
             envs = await resolve_env(spec, container, self.objects, pod_ip=await self._pod_ip(spec, sandbox[0]),
                                      host_ip=self.host_ip)
             config = container_config(spec, container, action.attempt, envs=envs, mounts=mounts)
             check_probes(container)
         except (VolumeError, PodSpecError, OSError) as exc:
-            return Waiting(reason="CreateContainerConfigError", message=str(exc))
+            return self._failed(spec, action.name, Waiting(reason="CreateContainerConfigError", message=str(exc)))
         try:
             container_id = await self.cri.create_container(sandbox[0], config, sandbox[1])
         except CRIError as exc:
-            return Waiting(reason="CreateContainerError", message=exc.details)
+            return self._failed(spec, action.name, Waiting(reason="CreateContainerError", message=exc.details))
+        self._event(spec, NORMAL, "Created", f"Created container {action.name}", action.name)
         try:
             await self.cri.start_container(container_id)
         except CRIError as exc:
@@ -282,10 +392,16 @@ class PodWorker:
             # and let the back-off decide when to try again.
             with contextlib.suppress(CRIError):
                 await self.cri.remove_container(container_id)
-            return Waiting(reason="RunContainerError", message=exc.details)
+            return self._failed(spec, action.name, Waiting(reason="RunContainerError", message=exc.details))
+        self._event(spec, NORMAL, "Started", f"Started container {action.name}", action.name)
         log.info("container started", pod=spec.key, container=action.name, id=container_id[:13],
                  attempt=action.attempt)
         return None
+
+    def _failed(self, spec: PodSpec, name: str, waiting: Waiting) -> Waiting:
+        """kubelet's Failed event for a container that could not be created or started: the error itself."""
+        self._event(spec, WARNING, "Failed", f"Error: {waiting.message or waiting.reason}", name)
+        return waiting
 
     async def _pod_ip(self, spec: PodSpec, sandbox_id: str) -> str:
         wanted = any(v.source and "status.podIP" in str(v.source) for c in spec.containers for v in c.env_vars)
