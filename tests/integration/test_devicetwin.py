@@ -8,8 +8,8 @@ import contextlib
 import queue
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from common.bus import ModuleBus
 from common.config.edgecore import DeviceTwin as DeviceTwinConfig
 from common.config.edgecore import EventBus as EventBusConfig
-from common.constants import CLOUD_CONNECTED, CLOUD_DISCONNECTED, RESOURCE_CLOUD_CONNECTION, EdgeModule, Group, Op
+from common.constants import CLOUD_CONNECTED, CLOUD_DISCONNECTED, RESOURCE_CLOUD_CONNECTION, Group, Op
 from common.message import Message
-from common.modules import ModuleContext, run_modules
+from common.modules import run_modules
 from edgecore.devicetwin.module import DeviceTwinModule
 from edgecore.devicetwin.store import DeviceTwinStore
 from edgecore.eventbus.module import EventBusModule
+from tests.fixtures.bus_hub import RecordingHub
 from tests.fixtures.mosquitto import Broker
 
 WAIT = 10.0
@@ -85,33 +86,10 @@ def _payload(raw: bytes) -> Any:
 
 
 @dataclass
-class FakeHub:
-    """Stands for EdgeHub (module `websocket`): what DeviceTwin and EventBus send to the cloud."""
-
-    received: list[Message] = field(default_factory=list)
-    name: str = EdgeModule.EDGEHUB
-    group: str = Group.HUB
-
-    async def run(self, ctx: ModuleContext) -> None:
-        while True:
-            self.received.append(await ctx.mailbox.get())
-
-    async def wait(self, pred: Callable[[Message], bool], timeout: float = WAIT) -> Message:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            found = next((m for m in self.received if pred(m)), None)
-            if found is not None:
-                return found
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"no such message reached the hub; got {[m.resource for m in self.received]}")
-
-
-@dataclass
 class Edge:
     bus: ModuleBus
     twin: DeviceTwinModule
-    hub: FakeHub
+    hub: RecordingHub
     mapper: Mapper
     node: str
     ns: str
@@ -144,7 +122,7 @@ async def running_edge(broker: Broker, db: Path, node: str, ns: str) -> AsyncIte
     store = await DeviceTwinStore.open(db)
     twin = DeviceTwinModule(DeviceTwinConfig(), node, store)
     eventbus = EventBusModule(EventBusConfig(mqtt_server_external=f"tcp://{broker.host}:{broker.port}"), node, db)
-    hub = FakeHub()
+    hub = RecordingHub()
     mapper = Mapper(broker)
     stop = asyncio.Event()
     runner = asyncio.create_task(run_modules(bus, [twin, eventbus, hub], stop))

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,9 @@ from common.bus import ModuleBus
 from common.config.edgecore import DeviceTwin as DeviceTwinConfig
 from common.config.edgecore import EventBus as EventBusConfig
 from common.config.edgecore import MetaManager as MetaManagerConfig
-from common.constants import CLOUD_CONNECTED, RESOURCE_CLOUD_CONNECTION, EdgeModule, Group, Op
+from common.constants import CLOUD_CONNECTED, RESOURCE_CLOUD_CONNECTION, Group, Op
 from common.message import Message
-from common.modules import ModuleContext, run_modules
+from common.modules import run_modules
 from edgecore.devicetwin.module import DeviceTwinModule
 from edgecore.devicetwin.store import DeviceTwinStore
 from edgecore.dmi.generate import DMIProto, load_protocol
@@ -43,6 +43,7 @@ from edgecore.dmi.server import socket_answers
 from edgecore.eventbus.module import EventBusModule
 from edgecore.metamanager.module import MetaManagerModule
 from edgecore.metamanager.store import MetaStore
+from tests.fixtures.bus_hub import RecordingHub
 from tests.fixtures.mosquitto import Broker
 
 WAIT = 15.0
@@ -85,33 +86,10 @@ class MqttWatch:
 
 
 @dataclass
-class FakeHub:
-    """Stands for EdgeHub: records what MetaManager and DeviceTwin send to the cloud."""
-
-    received: list[Message] = field(default_factory=list)
-    name: str = EdgeModule.EDGEHUB
-    group: str = Group.HUB
-
-    async def run(self, ctx: ModuleContext) -> None:
-        while True:
-            self.received.append(await ctx.mailbox.get())
-
-    async def wait(self, pred: Callable[[Message], bool], timeout: float = WAIT) -> Message:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            found = next((m for m in self.received if pred(m)), None)
-            if found is not None:
-                return found
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"no such message reached the hub; got {[m.resource for m in self.received][-20:]}")
-
-
-@dataclass
 class Edge:
     bus: ModuleBus
     twin: DeviceTwinModule
-    hub: FakeHub
+    hub: RecordingHub
     node: str
     ns: str
     socket: Path
@@ -184,7 +162,7 @@ async def running_edge(broker: Broker, db: Path, socket: Path, node: str, ns: st
     twin = DeviceTwinModule(DeviceTwinConfig(dmi_sock_path=str(socket)), node, twin_store, feed,
                             serve_dmi=True, list_objects=meta_store.list_type)
     eventbus = EventBusModule(EventBusConfig(mqtt_server_external=f"tcp://{broker.host}:{broker.port}"), node, db)
-    hub = FakeHub()
+    hub = RecordingHub()
     stop = asyncio.Event()
     runner = asyncio.create_task(run_modules(bus, [meta, twin, eventbus, hub], stop))
     try:
@@ -297,7 +275,7 @@ async def test_mapper_registers_gets_the_desired_value_and_reports_twins(
             assert value is not None and 15.0 < float(value) < 25.0
             state = await watch.wait(f"$hw/events/device/{device_id}/state/update/result")
             assert state["device"]["state"] == "ok"
-            report = await edge.hub.wait(lambda m: m.resource == f"device/{device_id}/twin/edge_updated")
+            report = await edge.hub.wait(lambda m: m.resource == f"device/{device_id}/twin/edge_updated", WAIT)
             assert set(report.content["twin"]) <= {"temperature", "threshold"}
             rows = dict(table(sqlite_path, f"SELECT name, attr_type FROM device_twin WHERE deviceid = '{device_id}'"))
             assert rows == {"temperature": "float", "threshold": "string"}
