@@ -23,6 +23,7 @@ from edgecore.devicetwin.module import DeviceTwinModule
 from edgecore.devicetwin.store import DeviceTwinStore
 from edgecore.edged.module import EdgedModule
 from edgecore.edgehub.hub import EdgeHubModule
+from edgecore.edgehub.metrics import edgecore_monitor
 from edgecore.edgehub.outbox_store import PersistentOutbox
 from edgecore.edgestream.module import EdgeStreamModule
 from edgecore.eventbus.module import EventBusModule
@@ -87,8 +88,14 @@ async def run(config: EdgeCoreConfig, stop: asyncio.Event) -> int:
             modules.append(DeviceTwinModule(twin_config, node, twin_store, feed,
                                             serve_dmi=bool(twin_config.dmi_sock_path),
                                             list_objects=meta.store.list_type if meta is not None else None))
+        hub: EdgeHubModule | None = None
         if config.modules.edge_hub.enable:
-            modules.append(EdgeHubModule(config.modules.edge_hub, node, outbox, config.source_path))
+            hub = EdgeHubModule(config.modules.edge_hub, node, outbox, config.source_path)
+            modules.append(hub)
+        monitor = edgecore_monitor(config.common_config.monitor_server, Path(config.database.data_source), store,
+                                   outbox, hub)  # /metrics, /healthz, /readyz
+        if monitor is not None:
+            modules.append(monitor)
         daemon.sd_notify("READY=1")
         log.info("edgecore started", node=node, modules=",".join(m.name for m in modules))
         return await run_modules(ModuleBus(), modules, stop)

@@ -29,6 +29,7 @@ import websockets
 from kubernetes_asyncio.client import ApiClient
 
 from cloudcore.cloudhub.certserver import CertServer
+from cloudcore.cloudhub.metrics import CloudHubMetrics
 from cloudcore.cloudhub.objectsync import ObjectSyncStore
 from cloudcore.cloudhub.secrets import TokenRefresher, prepare_cloud_pki
 from common.config.cloudcore import CloudHub as CloudHubConfig
@@ -36,6 +37,7 @@ from common.constants import CLOUD_MODULES, CloudModule, Group, Op, ResourceType
 from common.errors import BusError, MessageDecodeError, ResourceError
 from common.log import get_logger
 from common.message import Message
+from common.metrics import new_registry
 from common.modules import ModuleContext
 from common.quic import serve_nodes_quic
 from common.reliable import Keepalive, NodeQueue, Resolved
@@ -79,8 +81,12 @@ class CloudHubModule:
     name = CloudModule.CLOUDHUB
     group = CloudModule.CLOUDHUB
 
-    def __init__(self, config: CloudHubConfig, kube: ApiClient, lookup: Lookup | None = None) -> None:
+    def __init__(self, config: CloudHubConfig, kube: ApiClient, lookup: Lookup | None = None,
+                 metrics: CloudHubMetrics | None = None) -> None:
         self.config = config
+        # Always present (a registry of its own unless cloudcore's is given), so the hot path never checks.
+        self.metrics = metrics or CloudHubMetrics(new_registry())
+        self.listening = False  # every enabled listener is up (cloudcore's /readyz)
         self.kube = kube
         self.lookup = lookup
         self.queues: dict[str, NodeQueue] = {}
@@ -109,10 +115,12 @@ class CloudHubModule:
                 quic_server = await serve_nodes_quic(self._session, hub.quic.address, hub.quic.port, pki.ca.cert,
                                                      pki.server, max_incoming_streams=hub.quic.max_incoming_streams)
                 log.info("quic server listening", address=f"{hub.quic.address}:{hub.quic.port}")
+            self.listening = True
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.syncs.run())
                 tasks.create_task(self._route_downstream(ctx))
         finally:
+            self.listening = False
             for listener in (server, quic_server):
                 if listener is not None:
                     listener.close()
@@ -143,7 +151,8 @@ class CloudHubModule:
             queue = self.queues.get(node)
             if queue is None:
                 acked = await self.syncs.load(node)
-                queue = self.queues[node] = NodeQueue(resolve=partial(self._current, node))
+                queue = self.queues[node] = NodeQueue(resolve=partial(self._current, node),
+                                                      on_ack_rtt=self.metrics.ack_latency.observe)
                 queue.load_acked(acked)
                 log.v(2).info("node queue ready", node=node, acked_objects=len(acked))
         self._loading.pop(node, None)
@@ -204,6 +213,7 @@ class CloudHubModule:
 
     async def _reader(self, session: _Session, keepalive: Keepalive) -> None:
         node = session.connection.node
+        received = self.metrics.received.count
         while True:
             try:
                 message = await session.connection.recv()
@@ -212,6 +222,7 @@ class CloudHubModule:
                 continue
             keepalive.seen(time.monotonic())
             if message.operation == Op.KEEPALIVE:
+                received(message.route.resource, Op.KEEPALIVE)
                 continue
             acked = None
             if message.operation == Op.RESPONSE:
@@ -222,7 +233,8 @@ class CloudHubModule:
                 if sent is not None:
                     self.syncs.record(node, sent, acked.rv, acked.delete)
                 log.v(4).info("acked", node=node, msg_id=message.parent_msg_id)
-                continue
+                continue  # counted by the queues (kubeedge_cloudhub_acks_total), not per message here
+            received(message.route.resource, message.route.operation)
             await self._upstream(node, message)
 
     async def _upstream(self, node: str, message: Message) -> None:
@@ -257,6 +269,7 @@ class CloudHubModule:
 
     async def _writer(self, session: _Session) -> None:
         connection, queue = session.connection, self.queue_of(session.connection.node)
+        sent = self.metrics.sent.count
         while True:
             outgoing = queue.next_message(time.monotonic())
             if outgoing is None:
@@ -268,6 +281,7 @@ class CloudHubModule:
                 continue
             async with asyncio.timeout(self.config.write_timeout):
                 await connection.send(outgoing.message)
+            sent(outgoing.message.route.resource, outgoing.message.route.operation)
             session.sent_by_msg_id[outgoing.message.msg_id] = outgoing.message
             if (not outgoing.is_resend and outgoing.message.operation != Op.DELETE
                     and queue.acked_rv(outgoing.key) is None):

@@ -10,7 +10,7 @@ installed, persistence is off with one warning: delivery still works, only resta
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any, Final
 
 from kubernetes_asyncio.client import ApiClient, CustomObjectsApi
@@ -44,6 +44,14 @@ class ObjectSyncStore:
         self._acked_by_node: dict[str, dict[str, int]] | None = None
         self._writing: set[str] = set()
         self._index_lock = asyncio.Lock()
+        # API calls made by the writers, by (operation write|delete, result success|failure): the
+        # `kubeedge_cloudhub_objectsync_writes_total` counter reads it at scrape time.
+        self.writes: Counter[tuple[str, str]] = Counter()
+
+    @property
+    def backlog(self) -> int:
+        """Records waiting for a writer."""
+        return len(self._backlog)
 
     async def load(self, node: str) -> dict[str, int]:
         """{queue key: acked rv} of every object the node has acknowledged.
@@ -128,10 +136,13 @@ class ObjectSyncStore:
                 continue
             name, (namespace, body, deleted) = picked
             self._writing.add(name)
+            operation = "delete" if deleted else "write"
             try:
                 async with asyncio.timeout(_TIMEOUT):
                     await (self._delete(name, namespace) if deleted else self._write(name, namespace, body))
+                self.writes[operation, "success"] += 1
             except (ApiException, TimeoutError, OSError) as exc:
+                self.writes[operation, "failure"] += 1
                 log.warning("object sync not saved", sync=name, err=exc)
             finally:
                 self._writing.discard(name)

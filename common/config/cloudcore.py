@@ -70,6 +70,10 @@ def create_lease_workers(node_limit: int) -> int:
 
 
 class MonitorServer(ConfigModel):
+    """`/metrics`, `/healthz`, `/readyz` (docs/metrics.md). `enable` is ours (upstream always serves);
+    `enableProfiling` is accepted and ignored: there is no pprof in Python."""
+
+    enable: bool = True
     bind_address: str = "127.0.0.1:9091"
     enable_profiling: bool = False
 
@@ -307,6 +311,13 @@ class DynamicController(ConfigModel):
     enable: bool = False
 
 
+class ControllerManager(ConfigModel):
+    """``modules.controllerManager``: NodeGroup and EdgeApplication controllers. Not an upstream cloudcore
+    key (upstream runs them in a separate controller-manager binary); kubeedge-py runs them in cloudcore."""
+
+    enable: bool = True
+
+
 class CloudStream(ConfigModel):
     """``modules.cloudStream``. Upstream also requires the three stream files to exist when the
     module is enabled; that is checked by the module at start, not here."""
@@ -341,6 +352,7 @@ class CloudModules(ConfigModel):
     task_manager: TaskManager = Field(default_factory=TaskManager)
     sync_controller: SyncController = Field(default_factory=SyncController)
     dynamic_controller: DynamicController = Field(default_factory=DynamicController)
+    controller_manager: ControllerManager = Field(default_factory=ControllerManager)
     cloud_stream: CloudStream = Field(default_factory=CloudStream)
     router: Router = Field(default_factory=Router)
     iptables_manager: IptablesManager = Field(default_factory=IptablesManager)

@@ -21,6 +21,7 @@ from common.config.base import (
     UInt32,
     default_hostname,
     dns_subdomain_problem,
+    host_port_problem,
     local_ip,
     raise_problems,
 )
@@ -374,6 +375,31 @@ class DBTest(ConfigModel):
     enable: bool = False
 
 
+DEFAULT_EDGE_MONITOR_ADDRESS = "127.0.0.1:10551"
+"""Not upstream (edgecore has no monitor server there); next to MetaServer's 10550, clear of cloudcore's
+9091 and of the tunnel ports cloudcore negotiates from 10351 up on a shared host (docs/metrics.md)."""
+
+
+class EdgeMonitorServer(ConfigModel):
+    """edgecore's `/metrics`, `/healthz`, `/readyz`: the same keys as cloudcore's `commonConfig.monitorServer`."""
+
+    enable: bool = True
+    bind_address: str = DEFAULT_EDGE_MONITOR_ADDRESS
+
+
+class EdgeCommonConfig(ConfigModel):
+    """Ours, mirroring cloudcore.yaml's `commonConfig`; an upstream edgecore ignores the key."""
+
+    monitor_server: EdgeMonitorServer = Field(default_factory=EdgeMonitorServer)
+
+    @model_validator(mode="after")
+    def _check(self) -> EdgeCommonConfig:
+        problem = host_port_problem(self.monitor_server.bind_address)
+        if problem:
+            raise_problems([("monitorServer.bindAddress", problem)])
+        return self
+
+
 class EdgeModules(ConfigModel):
     edged: Edged = Field(default_factory=Edged)
     edge_hub: EdgeHub = Field(default_factory=EdgeHub)
@@ -390,6 +416,7 @@ class EdgeCoreConfig(ConfigModel):
 
     api_version: str = EDGECORE_API_VERSION
     kind: str = EDGECORE_KIND
+    common_config: EdgeCommonConfig = Field(default_factory=EdgeCommonConfig)
     database: Database = Field(default_factory=Database)
     modules: EdgeModules = Field(default_factory=EdgeModules)
     feature_gates: dict[str, bool] = Field(default_factory=dict)

@@ -37,6 +37,8 @@ Rules (upstream facts in ref/protocol.md section 4; where we differ, it says so)
   current message, RV and delete flag, or None when nothing needs sending any more; the resolved
   message has its own msg_id. Memory stays bounded and nothing is lost. `stats.dropped_contents`
   counts these drops.
+- `on_ack_rtt`, when given, is called with each ACK's round trip (seconds from the message's last
+  write), for the ACK latency histogram; it must be cheap and must not call back into the queue.
 - Acknowledged RVs per key come from ACKs and from `load_acked` (ObjectSync at start), so after a
   cloudcore restart only newer RVs are sent. An acknowledged delete forgets the key. Like upstream,
   the shell should record a key (RV "0") when it is first accepted, so a restart can still send the
@@ -154,6 +156,7 @@ class NodeQueue:
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_no_ack: int = DEFAULT_MAX_NO_ACK,
         size_of: Callable[[Message], int] = encoded_size,
+        on_ack_rtt: Callable[[float], None] | None = None,
     ) -> None:
         if window < 1 or max_no_ack < 1 or max_entries < 0 or max_bytes < 0:
             raise ValueError("window and max_no_ack must be >= 1, max_entries and max_bytes >= 0")
@@ -163,6 +166,7 @@ class NodeQueue:
         self.max_bytes = max_bytes
         self._resolve = resolve
         self._size_of = size_of
+        self._on_ack_rtt = on_ack_rtt  # observability hook: seconds from a message's last write to its ACK
         self._schedule: ResendSchedule[_Entry] = ResendSchedule(self.policy, on_park=self._parked)
         self._pending_by_key: OrderedDict[str, _Entry] = OrderedDict()
         self._waiting_by_key: dict[str, _Entry] = {}
@@ -261,6 +265,8 @@ class NodeQueue:
             self._schedule.discard(parent_msg_id)
             del self._unacked_by_key[key]
             self._last_ack_rtt = now - entry.sent_at
+            if self._on_ack_rtt is not None:
+                self._on_ack_rtt(self._last_ack_rtt)
         else:
             del self._pending_by_key[key]
         self._release(entry)

@@ -38,6 +38,7 @@ from common.constants import (
 from common.errors import BusError, MessageDecodeError, ResourceError
 from common.log import get_logger
 from common.message import Message
+from common.metrics import new_registry
 from common.modules import ModuleContext
 from common.pki import KeyPair, PKIError
 from common.quic import dial_quic
@@ -45,6 +46,7 @@ from common.reliable import Keepalive, ReconnectBackoff
 from common.resource import parse_edge_resource
 from common.transport import NodeConnection, client_tls, dial
 from edgecore.edgehub.certificate import clear_config_token, ensure_edge_certificate, run_rotation
+from edgecore.edgehub.metrics import EdgeHubMetrics
 from edgecore.edgehub.outbox_store import PersistentOutbox
 
 log = get_logger("edgehub")
@@ -74,8 +76,10 @@ class EdgeHubModule:
     group = Group.HUB
 
     def __init__(self, config: EdgeHubConfig, node_name: str, outbox: PersistentOutbox,
-                 config_path: Path | None = None) -> None:
+                 config_path: Path | None = None, metrics: EdgeHubMetrics | None = None) -> None:
         self.config = config
+        # Always present (a registry of its own unless edgecore's is given), so the hot path never checks.
+        self.metrics = metrics or EdgeHubMetrics(new_registry())
         self.config_path = config_path
         self.node = node_name
         self.outbox = outbox
@@ -150,8 +154,10 @@ class EdgeHubModule:
         try:
             connection = await self._dial()
         except (OSError, websockets.InvalidHandshake, TimeoutError) as exc:
+            self.metrics.connect_failures += 1
             log.warning("cannot connect to cloudcore", node=self.node, server=server, err=exc)
             return
+        self.metrics.connects += 1
         self.backoff.connected(time.monotonic())
         self._connection = connection
         self._direct = asyncio.Queue(_DIRECT_QUEUE)
@@ -184,12 +190,14 @@ class EdgeHubModule:
                 await ctx.bus.send_to_group(group, event)
 
     async def _downstream(self, ctx: ModuleContext, connection: NodeConnection) -> None:
+        received = self.metrics.received.count
         while True:
             try:
                 message = await connection.recv()
             except MessageDecodeError as exc:
                 log.warning("malformed message from cloudcore ignored", node=self.node, err=exc)
                 continue
+            received(message.route.resource, message.route.operation)
             if message.parent_msg_id and await self.outbox.ack(message.parent_msg_id) is not None:
                 log.v(4).info("report acked", node=self.node, msg_id=message.parent_msg_id)
                 continue
@@ -213,6 +221,8 @@ class EdgeHubModule:
         while True:
             message = await ctx.mailbox.get()
             key = None if ctx.bus.is_waiting(message.msg_id) else outbox_key(message)
+            if key is not None or message.route.operation == Op.DELETE:
+                self.metrics.pods.observe(message)  # status reports and deletes only: pods by phase
             if key is not None:
                 await self.outbox.put(key, message)
             elif self._direct is None:
@@ -235,6 +245,7 @@ class EdgeHubModule:
     async def _writer(self, connection: NodeConnection) -> None:
         direct = self._direct
         assert direct is not None
+        sent = self.metrics.sent.count
         while True:
             batch = [direct.get_nowait() for _ in range(min(_WRITE_BATCH, direct.qsize()))]
             batch += [out.message for out in self.outbox.next_batch(time.monotonic(), _WRITE_BATCH - len(batch))]
@@ -248,6 +259,7 @@ class EdgeHubModule:
             for message in batch:
                 async with asyncio.timeout(self._write_deadline()):
                     await connection.send(message)
+                sent(message.route.resource, message.route.operation)
 
     async def _heartbeat(self, connection: NodeConnection, keepalive: Keepalive) -> None:
         while True:
@@ -256,5 +268,6 @@ class EdgeHubModule:
                                resource="node", content="ping")
             async with asyncio.timeout(self._write_deadline()):
                 await connection.send(ping)
+            self.metrics.sent.count(ping.route.resource, ping.route.operation)
             keepalive.pinged(time.monotonic())
 
