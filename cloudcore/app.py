@@ -9,7 +9,9 @@ import asyncio
 
 from cloudcore import kube
 from cloudcore.cloudhub.hub import CloudHubModule
+from cloudcore.cloudhub.metrics import cloudcore_monitor
 from cloudcore.cloudstream.module import CloudStreamModule
+from cloudcore.controllermanager import ControllerManagerModule
 from cloudcore.devicecontroller import DeviceControllerModule
 from cloudcore.dynamiccontroller.module import DynamicControllerModule
 from cloudcore.edgecontroller import EdgeControllerModule
@@ -36,9 +38,11 @@ async def run(config: CloudCoreConfig, stop: asyncio.Event) -> int:
     try:
         modules: list[Module] = []
         edgecontroller = EdgeControllerModule(config.modules.edge_controller, client)
+        hub: CloudHubModule | None = None
         if config.modules.cloud_hub.enable:
             lookup = edgecontroller.lookup if config.modules.edge_controller.enable else None
-            modules.append(CloudHubModule(config.modules.cloud_hub, client, lookup))
+            hub = CloudHubModule(config.modules.cloud_hub, client, lookup)
+            modules.append(hub)
         if config.modules.edge_controller.enable:
             modules.append(edgecontroller)
         if config.modules.cloud_stream.enable:
@@ -47,6 +51,11 @@ async def run(config: CloudCoreConfig, stop: asyncio.Event) -> int:
             modules.append(DeviceControllerModule(client))
         if config.modules.dynamic_controller.enable:
             modules.append(DynamicControllerModule(client))
+        if config.modules.controller_manager.enable:
+            modules.append(ControllerManagerModule(client))
+        monitor = cloudcore_monitor(config.common_config.monitor_server, client, hub)  # /metrics, /healthz, /readyz
+        if monitor is not None:
+            modules.append(monitor)
         daemon.sd_notify("READY=1")
         log.info("cloudcore started", modules=",".join(m.name for m in modules))
         return await run_modules(ModuleBus(), modules, stop)
