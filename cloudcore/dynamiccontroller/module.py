@@ -8,6 +8,11 @@ API request through cloudcore's client (application.py says which, and what a no
 the answer goes back to the node as a `response` whose parent is the request, which the edge's bus
 hands to the waiting MetaServer request. At most `CONCURRENCY` requests are in flight; every one has
 the client's timeout.
+
+EndpointSlices and Endpoints read (get, list) or watched are each node's view: the node-group endpoint
+filter (topology.py), then the `default/kubernetes` rewrite (cloudcore/edgecontroller/filters.py), as
+upstream's dynamiccontroller filters do. Until the filter's index is synced such reads fail (the edge
+then serves its own store) rather than answer unfiltered.
 """
 
 from __future__ import annotations
@@ -19,11 +24,14 @@ from kubernetes_asyncio.client import ApiClient
 
 from cloudcore.dynamiccontroller.application import ApplicationError, api_call, watch_target
 from cloudcore.dynamiccontroller.discovery import Discovery
-from cloudcore.dynamiccontroller.subscriptions import Resource, Subscriptions
+from cloudcore.dynamiccontroller.subscriptions import READY_TIMEOUT, Resource, Subscriptions
+from cloudcore.dynamiccontroller.topology import Change, EndpointTopology, is_endpoint_resource
+from cloudcore.edgecontroller.filters import for_edge
+from cloudcore.edgecontroller.kinds import ENDPOINTS, ENDPOINTSLICE, Kind, Object
 from cloudcore.edgecontroller.kubeapi import KubeError, KubeJSON
 from cloudcore.edgecontroller.messages import status_body
 from cloudcore.edgecontroller.sender import Sender
-from common.application import Verb, approved, failed, rejected
+from common.application import Key, Verb, approved, failed, rejected
 from common.constants import CloudModule, Group, Op
 from common.errors import BusError, ResourceError
 from common.log import get_logger
@@ -45,10 +53,12 @@ class DynamicControllerModule:
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self._discovery = Discovery(self.client)
         self._subscriptions: Subscriptions | None = None
+        self.topology = EndpointTopology(self.client, self._refilter)
 
     async def run(self, ctx: ModuleContext) -> None:
         async with asyncio.TaskGroup() as tasks:
-            self._subscriptions = Subscriptions(self.client, Sender(ctx.bus).send, tasks)
+            tasks.create_task(self.topology.run(), name="dynamiccontroller:endpoint-topology")
+            self._subscriptions = Subscriptions(self.client, Sender(ctx.bus).send, tasks, self.topology)
             while True:
                 message = await ctx.mailbox.get()
                 await self._slots.acquire()
@@ -97,7 +107,24 @@ class DynamicControllerModule:
                           code=exc.status)
             return rejected(app, status_body(exc)["ErrStatus"])
         log.v(2).info("application applied", node=node, msg_id=msg_id, verb=app.get("Verb"), path=call.path)
+        kind = _endpoint_read(app)
+        if kind is not None and isinstance(obj, dict):
+            if not await self.topology.wait_ready(READY_TIMEOUT):
+                return failed(app, "the node-group endpoint filter is not synced yet")
+            obj = self._node_view(kind, obj, node)
         return approved(app, obj)
+
+    def _node_view(self, kind: Kind, obj: Object, node: str) -> Object:
+        """A read's answer (one object or a list) as `node` may see it."""
+        items = obj.get("items")
+        if not isinstance(items, list):
+            return for_edge(kind, self.topology.view(kind, obj, node))
+        return {**obj, "items": [for_edge(kind, self.topology.view(kind, item, node)) if isinstance(item, dict)
+                                 else item for item in items]}
+
+    async def _refilter(self, change: Change) -> None:
+        if self._subscriptions is not None:
+            await self._subscriptions.refilter(change)
 
     async def _discover(self, node: str, app: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -118,6 +145,19 @@ class DynamicControllerModule:
         except KubeError as exc:
             return failed(app, str(exc)) if exc.unreachable else rejected(app, status_body(exc)["ErrStatus"])
         return approved(app, {})
+
+
+def _endpoint_read(app: dict[str, Any]) -> Kind | None:
+    """The kind when the Application reads EndpointSlices or Endpoints; None otherwise."""
+    if app.get("Verb") not in (Verb.GET, Verb.LIST):
+        return None
+    try:
+        key = Key.parse(str(app.get("Key") or ""))
+    except ApplicationError:
+        return None
+    if not is_endpoint_resource(key.group, key.plural):
+        return None
+    return ENDPOINTSLICE if key.plural == ENDPOINTSLICE.plural else ENDPOINTS
 
 
 def _forbidden(message: str) -> dict[str, Any]:

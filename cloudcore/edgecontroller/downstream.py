@@ -1,13 +1,21 @@
 """Cloud to edge: one informer per kind, the planner deciding who gets what, the pushes to CloudHub.
 
-Owns the informers and their start order: edge Nodes first (every other kind is routed by them),
-then Services/Endpoints/EndpointSlices and pods, then ConfigMaps/Secrets once the pods' references
-are known (their informers keep only referenced objects). At start every kept object is pushed as an
+Owns the informers and their start order: edge Nodes and node-group members (Nodes labelled
+`apps.kubeedge.io/belonging-to`, edge or not: the endpoint filter's index) first (every other kind is
+routed by them), then Services (which of them ask for range-nodegroup filtering), then
+Endpoints/EndpointSlices and pods, then ConfigMaps/Secrets once the pods' references are known (their
+informers keep only referenced objects). So no EndpointSlice goes out before the filter knows its
+Service and the groups. At start every kept object is pushed as an
 insert; CloudHub's node queues skip what each node already acknowledged (ObjectSync), so a restart
 costs messages only for objects that changed meanwhile. After that each event is pushed as it comes.
 
 Also answers `lookup(resource)` from the caches: the current message for one node's object, for
 CloudHub's queue to re-create content it dropped under memory pressure.
+
+Endpoint events out of order (planner `heal`, topology.py): a task per Service (at most `MAX_HEALS` at
+once, owned by `run`'s task group) reads the cluster's current revision until it is above the Service's
+floor and newest object (once a second, at most `HEAL_ATTEMPTS` times; any write in the cluster, a node
+lease renewal say, moves it), then the Service's views go out again at that revision.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from cloudcore.edgecontroller.kinds import (
     NODE,
     POD,
     SECRET,
+    SERVICE,
     Kind,
     cache_key,
 )
@@ -33,6 +42,7 @@ from cloudcore.edgecontroller.planner import Plan, Planner, Push, is_edge_node
 from cloudcore.edgecontroller.refs import ObjectRef
 from cloudcore.edgecontroller.resync import list_records, stale_copies
 from cloudcore.edgecontroller.sender import Sender
+from cloudcore.edgecontroller.topology import ServiceKey, has_group, parse_rv
 from common.constants import Op
 from common.errors import ResourceError
 from common.log import get_logger
@@ -43,6 +53,9 @@ log = get_logger("edgecontroller")
 
 SYNC_REPORT_EVERY: Final = 30.0
 _FETCH_ATTEMPTS: Final = 3
+MAX_HEALS: Final = 256
+HEAL_ATTEMPTS: Final = 120
+HEAL_POLL: Final = 1.0
 
 
 class Downstream:
@@ -51,6 +64,7 @@ class Downstream:
         self.sender = sender
         self.planner = Planner({})
         self.nodes = Informer(client, NODE, self._on_node, keep=is_edge_node)
+        self.group_members = Informer(client, NODE, self._on_group_member, keep=has_group)
         self.pods = Informer(client, POD, self._on_pod, keep=self.planner.wants_pod)
         self.objects = {
             kind.type: Informer(
@@ -63,13 +77,24 @@ class Downstream:
         }
         self.informers = {NODE.type: self.nodes, POD.type: self.pods, **self.objects, **self.broadcast}
         self.planner.caches = {kind_type: informer.cache for kind_type, informer in self.informers.items()}
+        self._tasks: asyncio.TaskGroup | None = None
+        self._heals: dict[ServiceKey, asyncio.Task[None]] = {}
 
     async def run(self) -> None:
         """Run every informer (owned by this task group) in dependency order, until cancelled."""
         async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
             tasks.create_task(self.nodes.run(), name="edgecontroller:nodes")
+            tasks.create_task(self.group_members.run(), name="edgecontroller:nodegroup-members")
             await _wait_synced(self.nodes)
-            for informer in (*self.broadcast.values(), self.pods):
+            await _wait_synced(self.group_members)
+            services = self.broadcast[SERVICE.type]
+            tasks.create_task(services.run(), name=f"edgecontroller:{SERVICE.type}")
+            await _wait_synced(services)
+            # Views sent by an earlier cloudcore carry floors below both lists' RVs (topology.py); a change
+            # missed by the earlier list of the two comes as an event with a higher RV than the base.
+            self.planner.topology.base_floor = min(parse_rv(self.group_members.rv), parse_rv(services.rv))
+            for informer in (*(i for i in self.broadcast.values() if i is not services), self.pods):
                 tasks.create_task(informer.run(), name=f"edgecontroller:{informer.kind.type}")
             await _wait_synced(self.pods)
             for informer in self.objects.values():
@@ -96,6 +121,9 @@ class Downstream:
         log.v(2).info("edge node event", node=event.key, event=event.type.value)
         await self._execute(self.planner.node_event(event))
 
+    async def _on_group_member(self, event: Event) -> None:
+        await self._execute(self.planner.group_event(event))
+
     async def _on_pod(self, event: Event) -> None:
         await self._execute(self.planner.pod_event(event))
 
@@ -115,6 +143,38 @@ class Downstream:
             self.pods.forget(key)
         for node in plan.backfill:
             await self._backfill_pods(node)
+        for service in plan.heal:
+            self._start_heal(service)
+
+    def _start_heal(self, service: ServiceKey) -> None:
+        if service in self._heals or self._tasks is None:
+            return
+        if len(self._heals) >= MAX_HEALS:
+            log.warning("too many late endpoint updates pending; this one waits for the Service's next change",
+                        service=f"{service[0]}/{service[1]}")
+            return
+        task = self._tasks.create_task(self._heal(service), name=f"edgecontroller:heal:{service[0]}/{service[1]}")
+        self._heals[service] = task
+
+    async def _heal(self, service: ServiceKey) -> None:
+        try:
+            for _ in range(HEAL_ATTEMPTS):
+                try:
+                    listed = await self.client.get("/api/v1/namespaces", {"limit": "1"})
+                except KubeError as exc:
+                    log.v(2).info("cluster revision not read, retrying", err=exc)
+                else:
+                    revision = parse_rv(str((listed.get("metadata") or {}).get("resourceVersion") or ""))
+                    if revision > self.planner.heal_threshold(service):
+                        log.v(2).info("endpoint events out of order: views sent again",
+                                      service=f"{service[0]}/{service[1]}", rv=revision)
+                        await self._execute(self.planner.heal(service, revision))
+                        return
+                await asyncio.sleep(HEAL_POLL)
+            log.warning("endpoint views not re-sent: the cluster revision did not move",
+                        service=f"{service[0]}/{service[1]}")
+        finally:
+            self._heals.pop(service, None)
 
     async def _push(self, push: Push) -> None:
         message = push_message(push)
@@ -176,7 +236,7 @@ class Downstream:
         obj = informer.cache.get(cache_key(namespace, parsed.name))
         if obj is None or not self.planner.authorized(parsed.node, kind, namespace, parsed.name, obj):
             return None
-        return push_message(Push(parsed.node, Op.UPDATE, kind, obj))
+        return push_message(Push(parsed.node, Op.UPDATE, kind, self.planner.view(parsed.node, kind, obj)))
 
 
 async def _wait_synced(informer: Informer) -> None:

@@ -17,7 +17,11 @@ The rules, per kind (ref/protocol.md 2.2/2.3 for names and operations):
   but it is remembered as holding a copy, and gets the delete when the object is deleted from the
   API, so nothing stale outlives the object on the edge (within this process; after a restart the
   ObjectSync records are what SyncController uses for that).
-- Service/Endpoints/EndpointSlice: to every edge node.
+- Service/Endpoints/EndpointSlice: to every edge node, EndpointSlices/Endpoints as each node's view
+  (endpointfilter.py: a Service annotated range-nodegroup sends a node only its group's endpoints).
+  When the views change without the object changing (a node moves between groups: `group_event`;
+  a Service gains or loses the annotation), the nodes whose view changed get the object again, as an
+  update carrying the Service's resourceVersion floor (topology.py).
 """
 
 from __future__ import annotations
@@ -26,13 +30,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cloudcore.edgecontroller.endpointfilter import (
+    EndpointViews,
+    objects_of,
+    refilter_after_move,
+    service_of,
+    settled_above,
+    unsettled,
+)
 from cloudcore.edgecontroller.informer import Event, EventType
 from cloudcore.edgecontroller.kinds import (
     BROADCAST_KINDS,
     CONFIGMAP,
+    ENDPOINTS,
+    ENDPOINTSLICE,
     NODE,
     POD,
     SECRET,
+    SERVICE,
     Kind,
     Object,
     meta,
@@ -40,6 +55,14 @@ from cloudcore.edgecontroller.kinds import (
     namespace_of,
 )
 from cloudcore.edgecontroller.refs import ObjectRef, ReferenceTracker, pod_references
+from cloudcore.edgecontroller.topology import (
+    ServiceKey,
+    TopologyIndex,
+    group_label,
+    is_late,
+    is_range_nodegroup,
+    rv_number,
+)
 from common.constants import LABEL_EDGE_NODE, Op
 
 _OPERATIONS = {EventType.ADDED: Op.INSERT, EventType.MODIFIED: Op.UPDATE, EventType.DELETED: Op.DELETE}
@@ -61,6 +84,7 @@ class Plan:
     fetch: list[ObjectRef] = field(default_factory=list)  # referenced objects the cache does not hold
     backfill: list[str] = field(default_factory=list)  # nodes whose pods must be listed again
     forget_pods: list[str] = field(default_factory=list)  # pod cache keys of nodes no longer ours
+    heal: list[ServiceKey] = field(default_factory=list)  # Services whose floor needs a fresh revision
 
 
 def is_edge_node(node: Object) -> bool:
@@ -85,6 +109,8 @@ class Planner:
         self.edge_nodes: set[str] = set()
         self.refs = ReferenceTracker()
         self.held: dict[ObjectRef, set[str]] = {}
+        self.topology = TopologyIndex()
+        self.views = EndpointViews(self.topology)
 
     # -- keep predicates of the informers -----------------------------------------------------------
     def wants_pod(self, pod: Object) -> bool:
@@ -102,7 +128,8 @@ class Planner:
             self.edge_nodes.add(name)
             plan.pushes.append(Push(name, Op.INSERT, NODE, event.obj))
             for kind in BROADCAST_KINDS:
-                plan.pushes.extend(Push(name, Op.INSERT, kind, obj) for obj in self._cache(kind).values())
+                plan.pushes.extend(Push(name, Op.INSERT, kind, self.view(name, kind, obj))
+                                   for obj in self._cache(kind).values())
             plan.backfill.append(name)
         elif event.type is EventType.MODIFIED:
             if event.old is None or _node_view(event.old) != _node_view(event.obj):
@@ -147,7 +174,46 @@ class Planner:
         operation = _OPERATIONS.get(event.type)
         if operation is None:
             return Plan()
-        return Plan(pushes=[Push(node, operation, kind, event.obj) for node in sorted(self.edge_nodes)])
+        views = self.views.views(kind.type, event.obj, sorted(self.edge_nodes))
+        plan = Plan(pushes=[Push(node, operation, kind, view) for node, view in views])
+        if kind is SERVICE:
+            self._service_topology(event, plan)
+        elif event.type is EventType.MODIFIED:
+            service = service_of(kind.type, event.obj)
+            if is_late(self.topology, service, event.obj):
+                assert service is not None
+                plan.heal.append(service)
+        return plan
+
+    def heal(self, service: ServiceKey, rv: int) -> Plan:
+        """Send a Service's EndpointSlices/Endpoints to every node again at floor `rv` (a fresh cluster
+        revision above `heal_threshold`), after events came out of order (topology.py)."""
+        plan = Plan()
+        if rv > self.heal_threshold(service) and self.topology.raise_floor(service, rv):
+            self._resend(service, plan)
+        return plan
+
+    def heal_threshold(self, service: ServiceKey) -> int:
+        return settled_above(self.topology, service, self._endpoint_objects())
+
+    def group_event(self, event: Event) -> Plan:
+        """A Node's group label changed (from the informer of labelled Nodes, edge or not): record it, and
+        send each EndpointSlice/Endpoints whose view changed to the nodes concerned."""
+        group = group_label(event.obj) if event.type in (EventType.ADDED, EventType.MODIFIED) else ""
+        move = self.topology.set_node_group(event.key, group, rv_number(event.obj))
+        plan = Plan()
+        if move is None or not self.topology.annotated:
+            return plan
+        objects = self._endpoint_objects()
+        for node, kind_type, obj in refilter_after_move(self.topology, move, objects, sorted(self.edge_nodes)):
+            kind = ENDPOINTSLICE if kind_type == ENDPOINTSLICE.type else ENDPOINTS
+            plan.pushes.append(Push(node, Op.UPDATE, kind, self.view(node, kind, obj)))
+        plan.heal.extend(unsettled(self.topology, objects))
+        return plan
+
+    def view(self, node: str, kind: Kind, obj: Object) -> Object:
+        """What `node` receives of `obj` (its endpoint view for EndpointSlices/Endpoints)."""
+        return self.views.view(kind.type, obj, node)
 
     # -- queries -----------------------------------------------------------------------------------
     def authorized(self, node: str, kind: Kind, namespace: str, name: str, obj: Object | None = None) -> bool:
@@ -183,6 +249,24 @@ class Planner:
 
     def _cache(self, kind: Kind) -> Mapping[str, Object]:
         return self.caches.get(kind.type, {})
+
+    def _endpoint_objects(self) -> list[tuple[str, Object]]:
+        return [(kind.type, obj) for kind in (ENDPOINTSLICE, ENDPOINTS) for obj in self._cache(kind).values()]
+
+    def _service_topology(self, event: Event, plan: Plan) -> None:
+        """A Service gained or lost the range-nodegroup annotation: its objects go again to every node."""
+        annotated = event.type is not EventType.DELETED and is_range_nodegroup(event.obj)
+        service = (namespace_of(event.obj), name_of(event.obj))
+        if not self.topology.set_service(service, annotated, rv_number(event.obj)) or event.type is EventType.DELETED:
+            return
+        self._resend(service, plan)
+        plan.heal.extend(unsettled(self.topology, self._endpoint_objects(), [service]))
+
+    def _resend(self, service: ServiceKey, plan: Plan) -> None:
+        for kind_type, obj in objects_of(service, self._endpoint_objects()):
+            kind = ENDPOINTSLICE if kind_type == ENDPOINTSLICE.type else ENDPOINTS
+            views = self.views.views(kind_type, obj, sorted(self.edge_nodes))
+            plan.pushes.extend(Push(node, Op.UPDATE, kind, view) for node, view in views)
 
 
 def _node_view(node: Object) -> tuple[Any, Any]:

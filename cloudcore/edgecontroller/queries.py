@@ -51,7 +51,7 @@ class QueryHandlers:
         if kind is POD and not self.planner.authorized(res.node, kind, namespace, res.name, obj):
             return self._refuse(res, message, _forbidden(res, kind, namespace))
         log.v(3).info("query answered", node=res.node, msg_id=message.msg_id, resource=message.resource)
-        return reply(message, with_type_meta(kind, obj))
+        return reply(message, with_type_meta(kind, self.planner.view(res.node, kind, obj)))  # group-filtered endpoints
 
     async def _refs_ready(self) -> bool:
         try:
