@@ -8,8 +8,12 @@ Down (ref/devices-groups.md 2.3, ref/protocol.md 2.1):
   (description from the label `description`); fire-and-forget (`membership` is on the no-ACK list).
 
 Up: `node/<node>/device/<ns>/<name>/twin/edge_updated` (`{event_id, timestamp, twin}`) and
-`node/<node>/device/<ns>/<name>/state/update` (`{event_id, timestamp, state|State}`); v1.15's bare-name
-IDs (`device/<name>/...`) are read as namespace `default`.
+`node/<node>/device/<ns>/<name>/state/update` (upstream's `{event_id, timestamp, device: {name, state,
+lastOnlineTime}}`, or a bare `{state}` / DMI's `{State}`; keys matched as Go's decoder matches them, exact
+first, then ignoring case); v1.15's bare-name IDs (`device/<name>/...`) are read as namespace `default`.
+Every report is answered on `node/<node>/twin` with parent = the report's msg_id: op `response` "OK" once
+applied, op `error` with the reason when it never will be (the edge drops the report either way; it
+resends only what gets no answer).
 """
 
 from __future__ import annotations
@@ -67,14 +71,28 @@ def membership_message(membership: Membership) -> Message:
     )
 
 
-def twin_ack(request: Message, node: str) -> Message:
-    """Upstream's answer to a twin report: `node/<node>/twin`, op response, content "OK" (no-ACK)."""
+def report_ack(request: Message, node: str) -> Message:
+    """Upstream's answer to a twin report: `node/<node>/twin`, op response, content "OK", parent = the
+    report's msg_id (what the edge's pending reports wait for; no-ACK itself)."""
     return Message.new(
         source=CloudModule.DEVICECONTROLLER,
         group=Group.TWIN,
         operation=Op.RESPONSE,
         resource=build_device_resource(node, "twin"),
         content="OK",
+        parent_msg_id=request.msg_id,
+    )
+
+
+def report_refused(request: Message, node: str, reason: str) -> Message:
+    """The answer to a report that will never apply (unknown device, another node's, malformed): op `error`,
+    parent = the report's msg_id, so the edge stops resending it."""
+    return Message.new(
+        source=CloudModule.DEVICECONTROLLER,
+        group=Group.TWIN,
+        operation=Op.ERROR,
+        resource=build_device_resource(node, "twin"),
+        content=reason,
         parent_msg_id=request.msg_id,
     )
 
@@ -146,18 +164,66 @@ def merged_twins(current: Object, reported: dict[str, Any]) -> list[dict[str, An
     return twins
 
 
-def twin_patch(current: Object, body: dict[str, Any]) -> Object:
+def reported_twins(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The `twin` map of a twin report, every property a JSON object (ValueError otherwise)."""
     twin = body.get("twin")
     if not isinstance(twin, dict):
         raise ValueError("twin report without a `twin` object")
-    return {"status": {"twins": merged_twins(current, twin)}}
+    for prop, value in twin.items():
+        if not isinstance(value, dict):
+            raise ValueError(f"twin {prop!r} must be a JSON object")
+    return twin
+
+
+def go_field(obj: dict[str, Any], name: str) -> Any:
+    """`obj[name]` as Go's encoding/json finds a struct field: the exact key, else one equal ignoring case."""
+    if name in obj:
+        return obj[name]
+    folded = name.casefold()
+    return next((value for key, value in obj.items() if isinstance(key, str) and key.casefold() == folded), None)
+
+
+@dataclass(frozen=True, slots=True)
+class StateReport:
+    state: str
+    last_online: str  # as the edge sent it, "" if absent
+
+
+def parse_state(body: dict[str, Any]) -> StateReport | None:
+    """The state of a state report: `device.state` (upstream's cloud message), else a top-level `state`
+    (`State` from upstream's DMI path); None when absent or not one of upstream's five (any case)."""
+    device = go_field(body, "device")
+    nested = device if isinstance(device, dict) else {}
+    raw = go_field(nested, "state")
+    if not isinstance(raw, str) or not raw:
+        raw = go_field(body, "state")
+    if not isinstance(raw, str) or raw.lower() not in STATES:
+        return None
+    last_online = go_field(nested, "lastOnlineTime")
+    if not isinstance(last_online, str) or not last_online:
+        last_online = go_field(body, "lastOnlineTime")
+    return StateReport(raw, last_online if isinstance(last_online, str) else "")
+
+
+def _rfc3339(text: str) -> str | None:
+    """`text` as RFC3339 UTC (`...Z`), None if it is not a timestamp."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def state_patch(body: dict[str, Any], now: datetime | None = None) -> Object | None:
-    """`status.state` (+ `lastOnlineTime` when online/ok, else ""), or None for a state the edge would
-    not accept either. The key is `state` or upstream DMI's `State`."""
-    raw = body.get("state", body.get("State"))
-    if not isinstance(raw, str) or raw.lower() not in STATES:
+    """`status.state` as sent, and `lastOnlineTime`: for online/ok the edge's time (when it is a valid
+    timestamp) or now, else "" (ref/devices-groups.md 1.1). None for a report without an accepted state."""
+    report = parse_state(body)
+    if report is None:
         return None
-    when = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ") if raw.lower() in _ONLINE else ""
-    return {"status": {"state": raw, "lastOnlineTime": when}}
+    when = ""
+    if report.state.lower() in _ONLINE:
+        sent = _rfc3339(report.last_online) if report.last_online else None
+        when = sent or (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"status": {"state": report.state, "lastOnlineTime": when}}

@@ -4,6 +4,9 @@ A Device goes to the node in its `spec.nodeName`; its DeviceModel goes to every 
 one device of that model, before the first such device, and is deleted from a node when the last one
 leaves. A Device whose nodeName changes is deleted from the old node and inserted on the new one;
 each binding change also yields upstream's membership update for that node (added / removed).
+A Device change that leaves its spec, labels, annotations and deletion mark as they were (the status patches
+this module writes for the edge's own reports) is not pushed: the edge uses none of the rest, and pushing
+each written report back would echo every report to its node.
 `devices` is the Device cache *after* the event; `models` the DeviceModel cache, keyed `<ns>/<name>`.
 """
 
@@ -53,6 +56,13 @@ def nodes_of_model(devices: Iterable[Object], model: str) -> list[str]:
     return sorted({node_name(d) for d in devices if node_name(d) and model_key(d) == model})
 
 
+def _edge_view(device: Object) -> tuple[object, ...]:
+    """What the edge gets out of a Device besides its status."""
+    metadata = device.get("metadata") if isinstance(device.get("metadata"), dict) else {}
+    return (device.get("spec"), (metadata or {}).get("labels"), (metadata or {}).get("annotations"),
+            (metadata or {}).get("deletionTimestamp"))
+
+
 def device_event(old: Object | None, new: Object | None, devices: Mapping[str, Object],
                  models: Mapping[str, Object]) -> list[Action]:
     """The actions for one Device event: `old` the cached state before, `new` None when deleted."""
@@ -85,7 +95,7 @@ def device_event(old: Object | None, new: Object | None, devices: Mapping[str, O
             add_model(new_node)
             actions.append(Push(new_node, DEVICE, Op.UPDATE, new))
             drop_model(new_node)
-        else:
+        elif old is None or _edge_view(old) != _edge_view(new):
             actions.append(Push(new_node, DEVICE, Op.UPDATE, new))
     return actions
 

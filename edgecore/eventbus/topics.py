@@ -22,6 +22,8 @@ SUBSCRIPTIONS: Final = (
     "+/user/#",
 )
 TWIN_PREFIXES: Final = ("$hw/events/device/", "$hw/events/node/")
+MAX_PAYLOAD: Final = 1 << 20  # bytes; bigger MQTT messages are not handed on (each would sit in a bounded queue)
+ANSWERED_SUFFIXES: Final = ("/twin/update", "/twin/get", "/state/update", "/membership/get")
 
 
 class Route(Enum):
@@ -31,6 +33,13 @@ class Route(Enum):
 
 def route_of(topic: str) -> Route:
     return Route.TWIN if topic.startswith(TWIN_PREFIXES) else Route.CLOUD
+
+
+def result_topic(topic: str) -> str | None:
+    """Where DeviceTwin answers a request on `topic` (`<topic>/result`), None for topics it does not answer."""
+    if route_of(topic) is Route.TWIN and topic.endswith(ANSWERED_SUFFIXES):
+        return f"{topic}/result"
+    return None
 
 
 def encode_topic(topic: str) -> str:

@@ -53,7 +53,18 @@ def test_move_deletes_on_old_node_and_inserts_on_new() -> None:
 def test_unbound_device_and_plain_update() -> None:
     assert device_event(None, dev("d1", ""), {}, MODELS) == []
     old, new = dev("d1", "a"), dev("d1", "a", rv="2")
+    new["spec"]["protocol"] = {"protocolName": "modbus"}
     assert summary(device_event(old, new, {"ns/d1": new}, MODELS)) == [("a", "device", "update")]
+
+
+def test_status_only_change_is_not_pushed_back_to_the_edge() -> None:
+    old = dev("d1", "a")
+    reported = {**dev("d1", "a", rv="2"), "status": {"twins": [{"propertyName": "t", "reported": {"value": "1"}}]}}
+    assert device_event(old, reported, {"ns/d1": reported}, MODELS) == []
+    relabelled = {**reported, "metadata": {**reported["metadata"], "labels": {"description": "new"}}}
+    assert summary(device_event(reported, relabelled, {"ns/d1": relabelled}, MODELS)) == [("a", "device", "update")]
+    desired = {**reported, "spec": {**reported["spec"], "properties": [{"name": "t", "desired": {"value": "2"}}]}}
+    assert summary(device_event(reported, desired, {"ns/d1": desired}, MODELS)) == [("a", "device", "update")]
 
 
 def test_model_event_goes_to_every_node_using_it() -> None:
