@@ -31,7 +31,8 @@ def scratch_env(base: Path, tag: str, mqtt_port: int) -> dict[str, str]:
             "KE_NODE_NAME": f"qs-{tag}", "KE_APISERVER_PORT": str(free_port()),
             "KE_CLOUDHUB_PORT": str(free_port()), "KE_CLOUDHUB_HTTPS_PORT": str(free_port()),
             "KE_STREAM_PORT": str(free_port()), "KE_TUNNEL_PORT": str(free_port()),
-            "KE_METASERVER_PORT": str(free_port())}
+            "KE_METASERVER_PORT": str(free_port()), "KE_MONITOR_PORT": str(free_port()),
+            "KE_EDGE_MONITOR_PORT": str(free_port())}
 
 
 def test_quickstart_up_up_down_down_leaves_nothing_behind(state_dir: Path, run_id: str) -> None:
