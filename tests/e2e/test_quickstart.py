@@ -38,12 +38,12 @@ def scratch_env(base: Path, tag: str, mqtt_port: int) -> dict[str, str]:
 def test_quickstart_up_up_down_down_leaves_nothing_behind(state_dir: Path, run_id: str) -> None:
     base = state_dir / "qs"
     env = scratch_env(base, f"q{run_id}", free_port())
-    pidfiles = {name: base / "run" / f"{name}.pid" for name in ("controlplane", "cloudcore", "edgecore")}
+    pidfiles = {name: base / "run" / f"{name}.pid" for name in ("controlplane", "cloudcore", "edgecore", "mapper")}
     pidfiles["containerd"] = base / "var/containerd/containerd.pid"
     pidfiles["mosquitto"] = base / "var/mosquitto/mosquitto.pid"
     try:
         first = quickstart(env)
-        for name in ("containerd", "mosquitto", "controlplane", "cloudcore", "edgecore"):
+        for name in ("containerd", "mosquitto", "controlplane", "cloudcore", "edgecore", "mapper"):
             assert f"{name}: running pid" in first, first
         assert f"export KUBECONFIG={base}/etc/admin.kubeconfig" in first
         assert re.search(rf"^\s+qs-q{run_id}\s+Ready\s+agent,edge\s", first, re.MULTILINE), first  # get nodes
@@ -51,6 +51,7 @@ def test_quickstart_up_up_down_down_leaves_nothing_behind(state_dir: Path, run_i
         assert re.search(r"http://[\d.]+:8080/ answers: hello from hello-edge-\S+ at the edge", first), first
         assert re.search(r"kubectl logs hello-edge-\S+:\n    serving /tmp on :8080\n", first), first
         assert re.search(r"cat /tmp/index.html:\n    hello from hello-edge-\S+ at the edge\n", first), first
+        assert re.search(r"thermometer-01 reports temperature: -?[\d.]+ degC", first), first
         assert "docker.io/local/busybox:1.0" in first and "docker.io/local/pause:1.0" in first
         pids = {name: PidRecord.read(path) for name, path in pidfiles.items()}
         assert all(record is not None for record in pids.values())

@@ -28,6 +28,7 @@ from typing import Any, Final
 
 import grpc
 
+from common.daemon import sd_notify
 from common.log import add_verbosity_flag, get_logger, setup
 from common.reliable.policy import ReconnectBackoff, ReconnectPolicy
 from edgecore.dmi.generate import MAPPER_SERVICE, PACKAGE, DMIProto, load_protocol
@@ -163,6 +164,7 @@ class ThermometerMapper:
         for device in self.devices.values():
             device.next_state_at = 0.0  # tell the (maybe restarted) edgecore the state at once
         log.info("registered with edgecore", name=self.options.name, devices=len(configs), models=len(self.models))
+        sd_notify("READY=1")  # under systemd (Type=notify) or a supervisor: registered is ready
 
     async def _device_loop(self, device: _Device) -> None:
         loop = asyncio.get_running_loop()
