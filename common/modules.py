@@ -9,6 +9,7 @@ by systemd, as with upstream's beehive.
 from __future__ import annotations
 
 import asyncio
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -51,7 +52,7 @@ async def run_modules(bus: ModuleBus, modules: Sequence[Module], stop: asyncio.E
             exit_code = 1
             exc = None if task.cancelled() else task.exception()
             if exc is not None:
-                log.error("module failed, stopping", module=tasks[task], err=f"{type(exc).__name__}: {exc}")
+                log.error("module failed, stopping", module=tasks[task], err=_describe(exc))
             else:
                 log.error("module returned before stop, stopping", module=tasks[task])
     finally:
@@ -74,3 +75,16 @@ async def _cancel_all(tasks: dict[asyncio.Task[None], str], timeout: float) -> N
             if not task.cancelled():
                 task.exception()  # retrieved, so asyncio does not warn about it at exit
             log.v(2).info("module stopped", module=tasks[task])
+
+
+def _describe(exc: BaseException) -> str:
+    """The error and, for an ExceptionGroup (a module's TaskGroup), each error inside it with where it was
+    raised: "unhandled errors in a TaskGroup (1 sub-exception)" alone names no cause."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return f"{type(exc).__name__}: {exc}"
+    causes = []
+    for inner in exc.exceptions:
+        frame = traceback.extract_tb(inner.__traceback__)[-1:] if inner.__traceback__ else []
+        where = f" at {frame[0].filename}:{frame[0].lineno}" if frame else ""
+        causes.append(_describe(inner) + where)
+    return f"{type(exc).__name__}: {'; '.join(causes)}"

@@ -241,11 +241,19 @@ def simulate_reboot(layout: ContainerdLayout) -> None:
         subprocess.run(["umount", "-l", point], check=True, timeout=10)
     for file in netns:
         file.unlink()
-    for directory in sorted(cgroups, key=lambda d: len(d.parts), reverse=True):
-        wait(lambda d=directory: not (d / "cgroup.procs").read_text().strip(), f"{directory} empty", timeout=10)
-        directory.rmdir()
+    for directory in sorted(cgroups, key=lambda d: len(d.parts), reverse=True):  # the runtime may remove some itself
+        wait(lambda d=directory: _cgroup_empty(d), f"{directory} empty", timeout=10)
+        with contextlib.suppress(FileNotFoundError):
+            directory.rmdir()
     shutil.rmtree(layout.state)
     subprocess.run(["ip", "link", "del", layout.bridge], check=True, timeout=10)
+
+
+def _cgroup_empty(directory: Path) -> bool:
+    try:
+        return not (directory / "cgroup.procs").read_text().strip()
+    except FileNotFoundError:  # already removed
+        return True
 
 
 def test_after_a_host_reboot_the_pods_come_back_from_sqlite_without_the_cloud(
