@@ -105,7 +105,8 @@ class EdgedModule:
                                        on_deleted=lambda spec: self._confirm_deleted(ctx, spec), options=self.options,
                                        objects=self._stored_object, events=self.events)
                 self.pods.load(await self._stored_pods())
-                tasks.create_task(orphans.sweep_forever(self.cri, self.pods.workers.keys, self.options.root_dir))
+                tasks.create_task(orphans.sweep_forever(self.cri, self.pods.workers.keys, self.options.root_dir,
+                                                       self.facts.name))
                 if self.events is not None:
                     tasks.create_task(self.events.run(lambda outgoing: self._send_event(ctx, outgoing),
                                                       self.connected), name="edged:events")

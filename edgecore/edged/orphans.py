@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Final
 
 from common.log import get_logger
 from edgecore.cri import CRIClient, CRIError
-from edgecore.edged.pods.spec import LABEL_POD_UID
+from edgecore.edged.pods.spec import LABEL_NODE_NAME, LABEL_POD_UID
 from edgecore.edged.pods.volumes import pod_dir
 
 log = get_logger("edged")
@@ -29,11 +29,12 @@ SWEEP_INTERVAL: Final = 60.0
 KnownUids = Callable[[], Collection[str]]
 
 
-async def sweep(cri: CRIClient, known: KnownUids, root: Path) -> set[str]:
-    """Remove everything of pods not in `known()`; the uids of the pods removed."""
+async def sweep(cri: CRIClient, known: KnownUids, root: Path, node: str = "") -> set[str]:
+    """Remove everything of pods not in `known()`; the uids of the pods removed. With `node`, sandboxes and
+    containers labelled for another node are left alone (edgecores sharing one runtime)."""
     try:
-        containers = await cri.list_containers()
-        sandboxes = await cri.list_pod_sandbox()
+        containers = [c for c in await cri.list_containers() if _ours(c.labels, node)]
+        sandboxes = [s for s in await cri.list_pod_sandbox() if _ours(s.labels, node)]
     except CRIError as exc:
         log.warning("runtime not listed; orphan clean-up skipped", err=exc)
         return set()
@@ -56,10 +57,17 @@ async def sweep(cri: CRIClient, known: KnownUids, root: Path) -> set[str]:
     return removed
 
 
-async def sweep_forever(cri: CRIClient, known: KnownUids, root: Path, interval: float = SWEEP_INTERVAL) -> None:
+async def sweep_forever(cri: CRIClient, known: KnownUids, root: Path, node: str = "",
+                        interval: float = SWEEP_INTERVAL) -> None:
     while True:
-        await sweep(cri, known, root)
+        await sweep(cri, known, root, node)
         await asyncio.sleep(interval)
+
+
+def _ours(labels: Mapping[str, str], node: str) -> bool:
+    """Not another node's: unlabelled objects (made before the label existed) count as ours."""
+    owner = labels.get(LABEL_NODE_NAME)
+    return not node or owner is None or owner == node
 
 
 async def _remove_sandbox(cri: CRIClient, sandbox_id: str) -> None:

@@ -28,7 +28,7 @@ from edgecore.cri.types import ContainerFilter, ContainerState, PodSandboxFilter
 from edgecore.edged import orphans
 from edgecore.edged.module import EdgedModule
 from edgecore.edged.pods.configs import RuntimeOptions, container_config, sandbox_config
-from edgecore.edged.pods.spec import LABEL_POD_UID, PodSpec, parse_pod
+from edgecore.edged.pods.spec import LABEL_NODE_NAME, LABEL_POD_UID, PodSpec, parse_pod
 from edgecore.edged.pods.volumes import pod_dir
 from edgecore.metamanager.store import MetaChange, MetaStore
 
@@ -95,6 +95,22 @@ async def test_a_sweep_removes_unknown_pods_and_their_dirs_and_keeps_known_ones(
     assert (container.id, container.state) == (kept, ContainerState.CONTAINER_RUNNING)
     assert sorted(p.name for p in pod_dir(options.root_dir, "").iterdir()) == [known.uid]
     assert await orphans.sweep(cri, lambda: {known.uid}, options.root_dir) == set()
+
+
+async def test_a_sweep_leaves_another_nodes_pods_alone(cri: CRIClient, options: RuntimeOptions, run_id: str) -> None:
+    """Two edgecores on one runtime: each sweeps only sandboxes and containers labelled with its node."""
+    other = pod(run_id, "other")
+    other["spec"]["nodeName"] = f"{NODE}-b"
+    theirs, ours = parse_pod(other), parse_pod(pod(run_id, "ours"))
+    kept = await run_by_hand(cri, theirs, options)
+    await run_by_hand(cri, ours, options)
+
+    removed = await orphans.sweep(cri, set, options.root_dir, NODE)
+
+    assert ours.uid in removed and theirs.uid not in removed
+    assert await of_uid(cri, ours.uid) == ([], [])
+    (container,) = await cri.list_containers(ContainerFilter(label_selector={LABEL_POD_UID: theirs.uid}))
+    assert (container.id, container.labels[LABEL_NODE_NAME]) == (kept, f"{NODE}-b")
 
 
 async def test_edged_removes_orphans_at_start_and_adopts_its_stored_pods(

@@ -23,6 +23,7 @@ DEFAULT_GRACE_SECONDS: Final = 30
 
 # kubelet's labels; a restarted edgecore finds its pods' sandboxes and containers by them.
 LABEL_POD_UID: Final = "io.kubernetes.pod.uid"
+LABEL_NODE_NAME: Final = "kubeedge.io/node-name"  # ours: kubelet labels name no node
 LABEL_POD_NAME: Final = "io.kubernetes.pod.name"
 LABEL_POD_NAMESPACE: Final = "io.kubernetes.pod.namespace"
 LABEL_CONTAINER_NAME: Final = "io.kubernetes.container.name"
@@ -153,7 +154,10 @@ class PodSpec:
         return f"{self.namespace}/{self.name}"
 
     def pod_labels(self) -> dict[str, str]:
-        return {LABEL_POD_UID: self.uid, LABEL_POD_NAME: self.name, LABEL_POD_NAMESPACE: self.namespace}
+        labels = {LABEL_POD_UID: self.uid, LABEL_POD_NAME: self.name, LABEL_POD_NAMESPACE: self.namespace}
+        if self.node_name:  # whose pod this is when several edgecores share one runtime (edged.orphans)
+            labels[LABEL_NODE_NAME] = self.node_name
+        return labels
 
     def container(self, name: str) -> ContainerSpec | None:
         """The app or init container `name`."""
