@@ -24,6 +24,7 @@ from common.log import get_logger
 from common.message import now_ms
 from common.modules import ModuleContext
 from edgecore.devicetwin import messages as m
+from edgecore.devicetwin.twin import TwinError
 from edgecore.dmi import registry
 from edgecore.dmi.catalog import DEVICE, MODEL, Catalog, Key, Kind, key_from_resource
 from edgecore.dmi.convert import device_model_id, twin_update_body
@@ -163,7 +164,15 @@ class DMIBridge:
                            f"the report for device {device_id} carries no twin with a value")
         async with self.lock:
             self._member(device_id)
-            error = await self.module.twin_update(self._context(), device_id, body)
+            ctx = self._context()
+            outcome: list[TwinError | None] = []
+
+            async def update() -> None:
+                outcome.append(await self.module.twin_update(ctx, device_id, body))
+
+            if not await self.module.transaction(ctx, [update]):
+                raise DMIError(grpc.StatusCode.INTERNAL, f"device {device_id}: the report could not be stored")
+        error = outcome[0]
         if error is not None:
             raise DMIError(_STATUS_OF_CODE.get(error.code, grpc.StatusCode.INTERNAL),
                            f"device {device_id}: {error.reason}")
@@ -176,7 +185,10 @@ class DMIBridge:
                            f"(any case)")
         async with self.lock:
             self._member(device_id)
-            await self.module.state_update(self._context(), device_id, {"state": state})
+            ctx = self._context()
+            if not await self.module.transaction(
+                    ctx, [lambda: self.module.state_update(ctx, device_id, {"state": state})]):
+                raise DMIError(grpc.StatusCode.INTERNAL, f"device {device_id}: the state could not be stored")
 
     def _member(self, device_id: str) -> None:
         if device_id not in self.module.store.devices:

@@ -15,19 +15,27 @@ In (all through the module bus):
 Out: MQTT publishes through EventBus (group `bus`, op `publish`, resource = topic, content = the body) and
 twin/state reports to the cloud through EdgeHub (module `websocket`), kept in `PendingReports` (persisted) until
 the cloud has them. Handling is serial (one lock), so twins, tables and published messages stay in order.
+
+Batches: the messages already waiting in the mailbox (at most `_BATCH`) are handled together as one
+transaction: their twin/device changes apply in memory at once, then one commit stores them with the pending
+reports, and only then are their MQTT answers published (nothing is answered that is not stored). If the commit
+fails, everything the batch changed in memory is undone and its messages are handled again one per
+transaction; a twin update whose own transaction fails is answered with a 500 result. DMI reports and the
+device feed use the same transactions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-import aiosqlite
 import orjson
 
 from common.config.edgecore import DeviceTwin as DeviceTwinConfig
@@ -63,6 +71,9 @@ log = get_logger("devicetwin")
 BUS_SOURCE: Final = "bus"  # EventBus's source name on upstream's messages
 _WAITING_LIMIT: Final = 4096  # desired values of Devices not (yet) members of this node
 _FEED_POLL: Final = 5.0
+_BATCH: Final = 256  # mailbox messages handled in one transaction at most
+Step = Callable[[], Awaitable[object]]
+_Publish = tuple[str, dict[str, Any]]
 
 
 class DeviceTwinModule:
@@ -83,6 +94,11 @@ class DeviceTwinModule:
         self._wakeup = asyncio.Event()
         self._waiting_desired: dict[str, dict[str, str]] = {}
         self._ctx: ModuleContext | None = None
+        # the open transaction (under the lock): publishes held until the commit, the answers to publish
+        # instead if it fails, and `_waiting_desired` entries as they were before it
+        self._outbox: list[_Publish] | None = None
+        self._on_fail: list[_Publish] = []
+        self._waiting_undo: dict[str, dict[str, str] | None] = {}
         # DMI: `list_objects` (MetaStore.list_type) gives the Device/DeviceModel objects stored before the feed began.
         self.dmi: DMIBridge | None = None
         if serve_dmi:
@@ -101,16 +117,63 @@ class DeviceTwinModule:
             if self.dmi is not None:
                 tasks.create_task(self.dmi.run(ctx), name="devicetwin:dmi")
             while True:
-                message = await ctx.mailbox.get()
+                messages = [await ctx.mailbox.get(), *ctx.mailbox.take_ready(_BATCH - 1)]
                 async with self._lock:
-                    try:
-                        await self.handle(ctx, message)
-                    except aiosqlite.Error as exc:
-                        log.error("device database write failed", msg_id=message.msg_id, resource=message.resource,
-                                  err=exc)
+                    await self._handle_batch(ctx, messages)
+
+    async def _handle_batch(self, ctx: ModuleContext, messages: list[Message]) -> None:
+        """`messages` in one transaction; if it cannot commit, each in its own."""
+        steps: list[Step] = [functools.partial(self._dispatch, ctx, message) for message in messages]
+        if await self.transaction(ctx, steps, quiet=len(steps) > 1):
+            return
+        if len(steps) > 1:
+            log.warning("device batch not stored, handling its messages one by one", messages=len(steps))
+            for message, step in zip(messages, steps, strict=True):
+                if not await self.transaction(ctx, [step]):
+                    log.error("device message not stored", msg_id=message.msg_id, resource=message.resource)
+
+    async def transaction(self, ctx: ModuleContext, steps: Sequence[Step], *, quiet: bool = False) -> bool:
+        """Run `steps` (under the lock) as one transaction: commit their changes and the pending reports, then
+        publish what they published. False if the commit failed: their changes are undone, and (unless `quiet`,
+        for a batch to be retried) the answers they left for that case are published."""
+        self._outbox, self._on_fail, self._waiting_undo = [], [], {}
+        self.pending.begin()
+        try:
+            for step in steps:
+                await step()
+            await self.store.commit(self.pending.take_dirty())
+        except BaseException as exc:
+            self.store.rollback()
+            self.pending.rollback()
+            for device_id, before in self._waiting_undo.items():
+                if before is None:
+                    self._waiting_desired.pop(device_id, None)
+                else:
+                    self._waiting_desired[device_id] = before
+            answers, self._outbox, self._on_fail = self._on_fail, None, []
+            if not isinstance(exc, sqlite3.Error):
+                raise
+            log.error("device changes not stored, undone", steps=len(steps), err=exc)
+            if not quiet:
+                for topic, body in answers:
+                    await self._publish(ctx, topic, body)
+            return False
+        self.pending.commit()
+        outbox, self._outbox, self._on_fail = self._outbox, None, []
+        for topic, body in outbox:
+            await self._publish(ctx, topic, body)
+        if self.cloud_connected and self.pending.has_unsent(self.clock()):
+            await self._flush(ctx)
+        if self.pending.take_timer_changed():
+            self._wakeup.set()  # a hot device's report is due at a time the flush loop does not wait for yet
+        return True
 
     # -- dispatch -----------------------------------------------------------------------------------------
-    async def handle(self, ctx: ModuleContext, message: Message) -> None:
+    async def handle(self, ctx: ModuleContext, message: Message) -> bool:
+        """One message in a transaction of its own (the run loop batches them); False if it was not stored."""
+        return await self.transaction(ctx, [functools.partial(self._dispatch, ctx, message)])
+
+    async def _dispatch(self, ctx: ModuleContext, message: Message) -> None:
         if message.resource == RESOURCE_CLOUD_CONNECTION:
             self._connection(message.content == CLOUD_CONNECTED)
             return
@@ -119,7 +182,6 @@ class DeviceTwinModule:
             if key is not None:
                 log.v(3).info("report acknowledged by the cloud", device=key.rsplit("/", 1)[0],
                               msg_id=message.parent_msg_id, answer=str(message.content)[:40])
-                await self._persist_pending()
             return
         if message.source == BUS_SOURCE:
             await self._from_mqtt(ctx, message)
@@ -198,13 +260,10 @@ class DeviceTwinModule:
             log.warning("twin update rejected", device=device_id, event_id=event_id, code=exc.code, reason=exc.reason)
             await self._publish(ctx, topic, m.error_result(event_id, now, exc.code, exc.reason))
             return exc
-        try:
-            await self.store.save_twins(device_id, outcome.changed, outcome.twins)
-        except aiosqlite.Error as exc:
-            log.error("twin update not stored", device=device_id, event_id=event_id, err=exc)
-            await self._publish(ctx, topic, m.error_result(event_id, now, m.INTERNAL_ERROR, str(exc)))
-            return TwinError(m.INTERNAL_ERROR, str(exc))
-        log.v(2).info("twin updated", device=device_id, event_id=event_id, properties=",".join(sorted(update)))
+        self.store.save_twins(device_id, outcome.changed, outcome.twins)
+        self._on_fail.append((topic, m.error_result(event_id, now, m.INTERNAL_ERROR,
+                                                    "the twin update could not be stored")))
+        log.v(3).info("twin updated", device=device_id, event_id=event_id, properties=",".join(sorted(update)))
         result = {k: without_versions(v) for k, v in outcome.result.items()}
         await self._publish(ctx, topic, twin_body(event_id, now, result))
         await self._after_change(ctx, device_id, event_id, now, outcome)
@@ -221,7 +280,7 @@ class DeviceTwinModule:
             log.warning("cloud twin sync for an unknown device ignored", device=device_id)
             return
         outcome = apply_cloud_sync(device.twins, body["twin"], now)
-        await self.store.save_twins(device_id, outcome.changed, outcome.twins)
+        self.store.save_twins(device_id, outcome.changed, outcome.twins)
         log.v(2).info("twin synced from the cloud", device=device_id, changed=len(outcome.changed),
                       refused=len(outcome.sync))
         await self._after_change(ctx, device_id, _event_id(body), now, outcome)
@@ -230,13 +289,13 @@ class DeviceTwinModule:
         device = self.store.devices.get(device_id)
         if device is None:
             if device_id in self._waiting_desired or len(self._waiting_desired) < _WAITING_LIMIT:
-                self._waiting_desired[device_id] = desired
+                self._set_waiting(device_id, desired)
             return
         now = now_ms()
         outcome = apply_desired(device.twins, desired, now)
         if not outcome.changed:
             return
-        await self.store.save_twins(device_id, outcome.changed, outcome.twins)
+        self.store.save_twins(device_id, outcome.changed, outcome.twins)
         log.info("desired values from the cloud", device=device_id, properties=",".join(sorted(outcome.changed)))
         await self._after_change(ctx, device_id, m.new_event_id(), now, outcome)
 
@@ -250,11 +309,8 @@ class DeviceTwinModule:
         if delta is not None:
             await self._publish(ctx, m.device_topic(device_id, m.TWIN_DELTA), delta)
         if outcome.sync:
-            message = self.pending.put_twin(device_id, outcome.sync)
-            log.v(3).info("twin report queued for the cloud", device=device_id, msg_id=message.msg_id,
-                          connected=self.cloud_connected)
-            await self._persist_pending()
-            self._wakeup.set()
+            self.pending.put_twin(device_id, outcome.sync)
+            log.v(3).info("twin report queued for the cloud", device=device_id, connected=self.cloud_connected)
 
     async def twin_get(self, ctx: ModuleContext, device_id: str, payload: Any) -> None:
         now = now_ms()
@@ -284,14 +340,12 @@ class DeviceTwinModule:
         last_online = device.last_online
         if state.lower() in m.ONLINE_STATES:
             last_online = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        await self.store.update_state(device_id, state, last_online)
+        self.store.update_state(device_id, state, last_online)
         log.v(2).info("device state updated", device=device_id, state=state)
         result = m.device_state_body(m.new_event_id(), now_ms(), device.name, state, last_online)
         await self._publish(ctx, m.device_topic(device_id, m.STATE_UPDATE_RESULT), result)
         # Upstream's body plus a top-level `state`, which cloud decoders reading either shape understand.
         self.pending.put_state(device_id, {**result, "state": state})
-        await self._persist_pending()
-        self._wakeup.set()
 
     # -- membership ---------------------------------------------------------------------------------------
     async def membership_update(self, ctx: ModuleContext, payload: Any) -> None:
@@ -307,25 +361,24 @@ class DeviceTwinModule:
             if device_id in self.store.devices:
                 log.v(2).info("device already a member", device=device_id)
                 continue
-            await self.store.add_device(Device(device_id, _str(raw, "name"), _str(raw, "description"),
+            self.store.add_device(Device(device_id, _str(raw, "name"), _str(raw, "description"),
                                                _str(raw, "state")))
             log.info("device added", device=device_id, node=self.node)
             await self._publish(ctx, topic, {**m.base(m.new_event_id(), now_ms()),
                                              "added_devices": [m.membership_device(raw)], "removed_devices": None})
-            waiting = self._waiting_desired.pop(device_id, None)
+            waiting = self._pop_waiting(device_id)
             if waiting:
                 await self.apply_device_desired(ctx, device_id, waiting)
         for raw in body.get("removed_devices") or []:
             if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
                 continue
             device_id = raw["id"]
-            self._waiting_desired.pop(device_id, None)
+            self._pop_waiting(device_id)
             if device_id not in self.store.devices:
                 log.v(2).info("removed device was not a member", device=device_id)
                 continue
-            await self.store.remove_device(device_id)
+            self.store.remove_device(device_id)
             self.pending.forget_device(device_id)
-            await self._persist_pending()
             log.info("device removed", device=device_id, node=self.node)
             await self._publish(ctx, topic, {**m.base(m.new_event_id(), now_ms()), "added_devices": None,
                                              "removed_devices": [m.membership_device(raw)]})
@@ -351,7 +404,7 @@ class DeviceTwinModule:
         if device_id is None:
             return
         if operation == Op.DELETE:
-            self._waiting_desired.pop(device_id, None)
+            self._pop_waiting(device_id)
             return
         desired = desired_of(obj)
         if desired:
@@ -369,10 +422,8 @@ class DeviceTwinModule:
             if event is None:
                 continue
             async with self._lock:
-                try:
-                    await self._feed_event(ctx, event)
-                except aiosqlite.Error as exc:
-                    log.error("desired values not stored", key=event.key, err=exc)
+                if not await self.transaction(ctx, [functools.partial(self._feed_event, ctx, event)]):
+                    log.error("desired values not stored", key=event.key)
 
     async def _feed_event(self, ctx: ModuleContext, event: MetaEvent) -> None:
         try:
@@ -383,7 +434,18 @@ class DeviceTwinModule:
                                   MODEL if event.type == MODEL else DEVICE)
 
     # -- output -------------------------------------------------------------------------------------------
+    def _set_waiting(self, device_id: str, desired: dict[str, str]) -> None:
+        self._waiting_undo.setdefault(device_id, self._waiting_desired.get(device_id))
+        self._waiting_desired[device_id] = desired
+
+    def _pop_waiting(self, device_id: str) -> dict[str, str] | None:
+        self._waiting_undo.setdefault(device_id, self._waiting_desired.get(device_id))
+        return self._waiting_desired.pop(device_id, None)
+
     async def _publish(self, ctx: ModuleContext, topic: str, body: dict[str, Any]) -> None:
+        if self._outbox is not None:  # in a transaction: published once it is stored
+            self._outbox.append((topic, body))
+            return
         message = Message.new(source=EdgeModule.TWIN, group=Group.BUS, operation=Op.PUBLISH, resource=topic,
                               content=body)
         try:
@@ -392,7 +454,11 @@ class DeviceTwinModule:
             log.v(2).info("MQTT publish not handed to eventbus", topic=topic, err=exc)
 
     async def _persist_pending(self) -> None:
-        await self.store.sync_pending(self.pending.take_dirty())
+        try:
+            await self.store.commit(self.pending.take_dirty())
+        except sqlite3.Error:
+            self.pending.rollback()  # the rows taken are written again next time
+            raise
 
     async def _flush_loop(self, ctx: ModuleContext) -> None:
         while True:
@@ -401,7 +467,7 @@ class DeviceTwinModule:
                 async with self._lock:
                     await self._flush(ctx)
             deadline = self.pending.next_due()
-            timeout = RESEND_AFTER if deadline is None else max(0.05, deadline - self.clock())
+            timeout = RESEND_AFTER if deadline is None else max(0.005, deadline - self.clock())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wakeup.wait()
@@ -417,7 +483,7 @@ class DeviceTwinModule:
                 break
         try:
             await self._persist_pending()
-        except aiosqlite.Error as exc:
+        except sqlite3.Error as exc:
             log.error("pending device reports not stored", err=exc)
 
 

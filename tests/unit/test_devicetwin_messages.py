@@ -55,21 +55,23 @@ def test_shapes() -> None:
 
 def test_pending_reports_merge_ack_resend_and_survive_restart() -> None:
     pending = PendingReports(limit=3, resend_after=10)
-    first = pending.put_twin("default/t", {"a": {"actual": {"value": "1"}}})
-    second = pending.put_twin("default/t", {"b": {"actual": {"value": "2"}}})
-    assert len(pending) == 1 and first.msg_id != second.msg_id
-    assert second.content["twin"] == {"a": {"actual": {"value": "1"}}, "b": {"actual": {"value": "2"}}}
-    assert second.resource == "device/default/t/twin/edge_updated"
-    assert (second.source, second.group, second.operation) == ("twin", Group.RESOURCE, Op.UPDATE)
+    pending.put_twin("default/t", {"a": {"actual": {"value": "1"}}})
+    pending.put_twin("default/t", {"b": {"actual": {"value": "2"}}})
+    assert len(pending) == 1
     pending.put_state("default/t", {"state": "online"})
     due = pending.due(0.0)
     assert [x.resource for x in due] == ["device/default/t/twin/edge_updated", "device/default/t/state/update"]
+    second = due[0]
+    assert second.content["twin"] == {"a": {"actual": {"value": "1"}}, "b": {"actual": {"value": "2"}}}
+    assert (second.source, second.group, second.operation) == ("twin", Group.RESOURCE, Op.UPDATE)
     assert pending.due(5.0) == []  # in flight, not yet due again
-    assert [x.msg_id for x in pending.due(10.0)] == [second.msg_id]  # resent, state gone (not acknowledged)
+    resent = pending.due(10.0)  # resent under a new msg_id, state gone (not acknowledged)
+    assert [x.content["twin"] for x in resent] == [second.content["twin"]] and resent[0].msg_id != second.msg_id
     restored = PendingReports.restore([(k, v) for k, v in pending.take_dirty().items() if v is not None])
     assert restored.keys() == ["default/t/twin"]
+    assert pending.ack(second.msg_id) is None  # the replaced report's late answer is ignored
     ack = Message.new(source="devicecontroller", group="twin", operation="response", resource="twin",
-                      content="OK", parent_msg_id=second.msg_id)
+                      content="OK", parent_msg_id=resent[0].msg_id)
     assert pending.ack(ack.parent_msg_id) == "default/t/twin"
     assert len(pending) == 0
     for i in range(4):
