@@ -59,6 +59,14 @@ def test_quickstart_up_up_down_down_leaves_nothing_behind(state_dir: Path, run_i
         assert f'node="qs-q{run_id}"' in (base / "log/edgecore.log").read_text()
         wait_for(lambda: '"connected to cloudcore"' in (base / "log/edgecore.log").read_text())
         wait_for(lambda: f'"node connected" node="qs-q{run_id}"' in (base / "log/cloudcore.log").read_text())
+        # the cloud's desired value reaches the mapper over DMI, which applies it and reports it back
+        kubectl = [require_binary("kubectl"), "--kubeconfig", str(base / "etc/admin.kubeconfig")]
+        subprocess.run([*kubectl, "patch", "device", "thermometer-01", "--type=json", "-p",
+                        '[{"op":"replace","path":"/spec/properties/1/desired/value","value":"27.5"}]'],
+                       check=True, capture_output=True, timeout=30)
+        threshold = [*kubectl, "get", "device", "thermometer-01", "-o",
+                     'jsonpath={.status.twins[?(@.propertyName=="threshold")].reported.value}']
+        wait_for(lambda: subprocess.run(threshold, capture_output=True, text=True, timeout=30).stdout == "27.5")
 
         second = quickstart(env)  # idempotent: the same daemons keep running
         assert {name: PidRecord.read(path) for name, path in pidfiles.items()} == pids
