@@ -8,6 +8,12 @@ node. A session is one task group: reader (keepalive, ACKs, upstream dispatch), 
 and watchdog (a node silent past keepaliveInterval is disconnected). A newer connection of a node
 replaces the older one, as upstream.
 
+With `nodeLease.enable` (several cloudcores on one control plane, docs/ha.md) a session starts only once
+this instance holds the node's Lease (ownership.py); a node held by another live instance is refused
+with a close reason that sends the edge to its next server. A node another instance served meanwhile has
+its acked versions read again from ObjectSync first, so only what the edge has not acked is sent. When
+the session ends, its ACKs are flushed to ObjectSync and the Lease released; a lost Lease ends the session.
+
 Downstream: messages from other cloud modules addressed `node/<node>/...` are queued for that node
 with the node prefix trimmed. Upstream: the edge's `<ns>/<type>/<name>` gets the connection's node
 prefix and goes to the edgecontroller group (devicecontroller for twin, dynamiccontroller for
@@ -25,12 +31,15 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Final, TypeAlias
 
+import aiohttp
 import websockets
-from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client import ApiClient, CoordinationV1Api
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from cloudcore.cloudhub.certserver import CertServer
 from cloudcore.cloudhub.metrics import CloudHubMetrics
 from cloudcore.cloudhub.objectsync import ObjectSyncStore
+from cloudcore.cloudhub.ownership import TRY_ANOTHER, NodeOwnership, OwnershipError, instance_identity
 from cloudcore.cloudhub.secrets import TokenRefresher, prepare_cloud_pki
 from common.config.cloudcore import CloudHub as CloudHubConfig
 from common.constants import CLOUD_MODULES, CloudModule, Group, Op, ResourceType
@@ -67,6 +76,7 @@ def needs_ack(message: Message) -> bool:
 Lookup: TypeAlias = Callable[[str], Message | None]
 
 _METASERVER: Final = "metaserver"  # source of edge MetaServer Applications
+_FLUSH_TIMEOUT: Final = 2.0  # seconds to persist a leaving node's ACKs before its lease is released
 _SENT_MEMORY: Final = 1024  # per node: written messages kept until ACKed, to record their ObjectSync
 
 
@@ -93,6 +103,14 @@ class CloudHubModule:
         self._loading: dict[str, asyncio.Lock] = {}
         self.sessions: dict[str, _Session] = {}
         self.syncs = ObjectSyncStore(kube)
+        # Several cloudcores on one control plane (cloudHub.nodeLease, docs/ha.md): a node is served only
+        # by the instance holding its Lease. None (the default) is the single-instance hub, unchanged.
+        self.ownership: NodeOwnership | None = None
+        lease = config.node_lease
+        if lease.enable:
+            self.ownership = NodeOwnership(CoordinationV1Api(kube), lease.namespace,
+                                           lease.identity or instance_identity(), float(lease.lease_duration_seconds),
+                                           float(lease.renew_interval_seconds), self._lease_lost)
         self._ctx: ModuleContext | None = None
 
     # -- lifetime -----------------------------------------------------------------------------------
@@ -104,6 +122,9 @@ class CloudHubModule:
         await refresher.start()
         certs = CertServer.from_config(hub, pki.ca, pki.server, self.kube)
         server = quic_server = None
+        # The ObjectSync writers outlive the listeners: sessions ending at shutdown still get their ACKs
+        # written (and, with node leases, flushed before the lease is released).
+        writers = asyncio.create_task(self.syncs.run(), name="objectsync-writers")
         try:
             if hub.https.enable:
                 await certs.start()
@@ -117,14 +138,21 @@ class CloudHubModule:
                 log.info("quic server listening", address=f"{hub.quic.address}:{hub.quic.port}")
             self.listening = True
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self.syncs.run())
+                tasks.create_task(_watch(writers))
                 tasks.create_task(self._route_downstream(ctx))
+                if self.ownership is not None:
+                    log.info("node leases on: serving only nodes whose lease this instance holds",
+                             identity=self.ownership.identity, namespace=self.ownership.namespace)
+                    tasks.create_task(self.ownership.run())
         finally:
             self.listening = False
             for listener in (server, quic_server):
                 if listener is not None:
                     listener.close()
                     await listener.wait_closed()
+            writers.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writers
             await certs.stop()
             await refresher.stop()
 
@@ -195,7 +223,10 @@ class CloudHubModule:
             log.warning("node limit reached, connection refused", node=node, limit=self.config.node_limit)
             await connection.close("cloudcore node limit reached")
             return
-        await self.load_queue(node)
+        queue = await self.load_queue(node)
+        token = object()
+        if self.ownership is not None and not await self._claim(node, connection, queue, token):
+            return
         session = self.sessions[node] = _Session(connection)
         keepalive = Keepalive(self.config.keepalive_interval, self.config.keepalive_interval, now=time.monotonic())
         log.info("node connected", node=node)
@@ -210,6 +241,52 @@ class CloudHubModule:
             if self.sessions.get(node) is session:
                 del self.sessions[node]
             self.queue_of(node).disconnected()
+            if self.ownership is not None:
+                await self._unclaim(node, token)
+
+    async def _claim(self, node: str, connection: NodeConnection, queue: NodeQueue, token: object) -> bool:
+        """Take the node's lease before serving it; refuse the connection if another instance holds it.
+        After another instance served the node, its acked versions are read again from ObjectSync."""
+        assert self.ownership is not None
+        try:
+            claim = await self.ownership.acquire(node, token)
+        except OwnershipError as exc:
+            log.warning("node lease unavailable, connection refused", node=node, err=exc)
+            await connection.close(f"{TRY_ANOTHER}: node lease unavailable")
+            return False
+        if not claim.granted:
+            log.info("node served by another cloudcore, connection refused", node=node, holder=claim.holder,
+                     expires_in_s=f"{claim.remaining:.1f}")
+            await connection.close(f"{TRY_ANOTHER}: node served by {claim.holder}")
+            return False
+        if claim.taken_over:
+            try:
+                acked = await self.syncs.fresh(node)
+            except (ApiException, OSError, TimeoutError, aiohttp.ClientError) as exc:
+                log.warning("cannot read the node's acked versions; connection refused", node=node, err=exc)
+                await self._unclaim(node, token)
+                await connection.close(f"{TRY_ANOTHER}: acked versions unavailable")
+                return False
+            dropped = queue.take_over(acked)
+            log.info("node taken over", node=node, acked_objects=len(acked), dropped_already_acked=dropped)
+        log.info("node lease held", node=node, identity=self.ownership.identity)
+        return True
+
+    async def _unclaim(self, node: str, token: object) -> None:
+        """The session ended: its ACKs are written, then its lease released for the next instance."""
+        assert self.ownership is not None
+        log.info("node session ended", node=node)  # nothing more is written to the node from here on
+        if node not in self.sessions:
+            await self.syncs.flush(node, _FLUSH_TIMEOUT)
+        await self.ownership.release(node, token)
+
+    async def _lease_lost(self, node: str, why: str) -> None:
+        """Another instance may serve the node now: end our session at once."""
+        session = self.sessions.get(node)
+        if session is not None:
+            with contextlib.suppress(TimeoutError, OSError, websockets.ConnectionClosed):
+                async with asyncio.timeout(_FLUSH_TIMEOUT):
+                    await session.connection.close(f"node lease lost: {why}")
 
     async def _reader(self, session: _Session, keepalive: Keepalive) -> None:
         node = session.connection.node
@@ -300,6 +377,11 @@ class CloudHubModule:
             await asyncio.sleep(max(0.05, keepalive.expires_at - time.monotonic()))
         await session.connection.close("keepalive timeout")
         raise _Disconnect(f"no keepalive for {keepalive.timeout:g}s")
+
+
+async def _watch(task: asyncio.Task[None]) -> None:
+    """Fail the caller's task group if `task` fails, without cancelling `task` when the group is."""
+    await asyncio.shield(task)
 
 
 class _Disconnect(Exception):

@@ -76,6 +76,7 @@ class CloudHubCollector(Collector):
         yield from self._connections()
         yield from self._queues()
         yield from self._objectsync()
+        yield from self._node_leases()
 
     def _connections(self) -> Iterator[Metric]:
         by_transport = {"websocket": 0, "quic": 0}
@@ -152,6 +153,18 @@ class CloudHubCollector(Collector):
                                 value=syncs.backlog)
         yield GaugeMetricFamily(f"{_P}objectsync_enabled", "1 while acknowledged versions are persisted "
                                 "(0: the reliablesyncs CRDs are missing).", value=1 if syncs.enabled else 0)
+
+    def _node_leases(self) -> Iterator[Metric]:
+        """Only with `cloudHub.nodeLease.enable` (several cloudcores, docs/ha.md)."""
+        ownership = getattr(self.hub, "ownership", None)  # absent on hubs built before node leases
+        if ownership is None:
+            return
+        yield GaugeMetricFamily(f"{_P}node_leases_held", "Node Leases this cloudcore holds (the nodes it serves).",
+                                value=len(ownership.book.held))
+        yield CounterMetricFamily(f"{_P}node_lease_writes", "Node Lease API writes (create, take over, renew, "
+                                  "release).", value=ownership.writes)
+        yield CounterMetricFamily(f"{_P}node_lease_refusals", "Connections refused because another live "
+                                  "cloudcore holds the node's Lease.", value=ownership.refused)
 
 
 async def kube_api_reachable(kube: ApiClient) -> CheckResult:

@@ -10,6 +10,7 @@ installed, persistence is off with one warning: delivery still works, only resta
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter, OrderedDict
 from typing import Any, Final
 
@@ -44,6 +45,10 @@ class ObjectSyncStore:
         self._acked_by_node: dict[str, dict[str, int]] | None = None
         self._writing: set[str] = set()
         self._index_lock = asyncio.Lock()
+        self._running = False  # the writers run (flush waits for them only then)
+        self._fresh_lock = asyncio.Lock()
+        self._fresh: dict[str, dict[str, int]] = {}
+        self._fresh_listed_at = float("-inf")  # monotonic: when the LISTs behind `_fresh` began
         # API calls made by the writers, by (operation write|delete, result success|failure): the
         # `kubeedge_cloudhub_objectsync_writes_total` counter reads it at scrape time.
         self.writes: Counter[tuple[str, str]] = Counter()
@@ -64,6 +69,31 @@ class ObjectSyncStore:
             if self._acked_by_node is None:
                 self._acked_by_node = await self._index()
         return self._acked_by_node.pop(node, {})
+
+    async def fresh(self, node: str) -> dict[str, int]:
+        """{queue key: acked rv} of one node as the API holds them now, for a node another cloudcore
+        served since this one loaded it (ownership.py). Callers arriving together share one pair of
+        LISTs: a caller reuses a listing that began after it asked, so a takeover storm after an
+        instance died costs a few LISTs, not one per node."""
+        asked = time.monotonic()
+        async with self._fresh_lock:
+            if self._fresh_listed_at < asked:
+                began = time.monotonic()
+                self._fresh = await self._index()
+                self._fresh_listed_at = began
+            return dict(self._fresh.get(node, {}))
+
+    async def flush(self, node: str, timeout: float) -> bool:
+        """Wait (at most `timeout` s) until no ACK of `node` waits to be written: a node's records are
+        persisted before its lease is released, so the next owner reads them. False on timeout; at once
+        when the writers have stopped (shutdown: nothing would drain)."""
+        prefix = f"{node}."
+        deadline = time.monotonic() + timeout
+        while self._running and any(name.startswith(prefix) for name in (*self._backlog, *self._writing)):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     async def _index(self) -> dict[str, dict[str, int]]:
         by_node: dict[str, dict[str, int]] = {}
@@ -123,9 +153,13 @@ class ObjectSyncStore:
         """The owned writers: persist recorded ACKs until cancelled. Several requests are in flight at
         once (one API round trip each would cap a connect storm at a few hundred records a second), but
         never two for one record, so a record's writes land in the order they were recorded."""
-        async with asyncio.TaskGroup() as writers:
-            for _ in range(WRITERS):
-                writers.create_task(self._writer())
+        self._running = True
+        try:
+            async with asyncio.TaskGroup() as writers:
+                for _ in range(WRITERS):
+                    writers.create_task(self._writer())
+        finally:
+            self._running = False
 
     async def _writer(self) -> None:
         while True:

@@ -131,6 +131,18 @@ class CloudHubHTTPS(ConfigModel):
     port: UInt32 = 10002
 
 
+class CloudHubNodeLease(ConfigModel):
+    """Ours (no upstream key): several cloudcores sharing one control plane (docs/ha.md). Each edge node
+    is served by the instance holding its Lease `cloudcore-node-<node>` in `namespace`. Off by default:
+    one cloudcore behaves exactly as before. `identity` empty means hostname_pid_random."""
+
+    enable: bool = False
+    namespace: str = "kubeedge"
+    identity: str = ""
+    lease_duration_seconds: Int32 = 40
+    renew_interval_seconds: Int32 = 12
+
+
 class NodeAuthorization(ConfigModel):
     enable: bool = False
 
@@ -169,6 +181,7 @@ class CloudHub(ConfigModel):
     quic: CloudHubQUIC = Field(default_factory=CloudHubQUIC)
     https: CloudHubHTTPS = Field(default_factory=CloudHubHTTPS)
     authorization: CloudHubAuthorization = Field(default_factory=CloudHubAuthorization)
+    node_lease: CloudHubNodeLease = Field(default_factory=CloudHubNodeLease)
 
     @model_validator(mode="after")
     def _check(self) -> CloudHub:
@@ -189,6 +202,11 @@ class CloudHub(ConfigModel):
                     f"expected an address starting with unix://, got {self.unix_socket.address!r}",
                 )
             )
+        lease = self.node_lease
+        if lease.enable and not 0 < lease.renew_interval_seconds < lease.lease_duration_seconds:
+            problems.append(("nodeLease.renewIntervalSeconds",
+                             f"expected 0 < renewIntervalSeconds < leaseDurationSeconds, got "
+                             f"{lease.renew_interval_seconds} and {lease.lease_duration_seconds}"))
         if self.token_refresh_duration <= 0:
             problems.append(
                 (

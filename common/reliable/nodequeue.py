@@ -255,6 +255,41 @@ class NodeQueue:
         """Seed acknowledged RVs (ObjectSync at start); call before the first enqueue."""
         self._acked_rv.update(acked_rv_by_key)
 
+    def take_over(self, acked_rv_by_key: Mapping[str, int]) -> int:
+        """Another cloudcore served the node since this queue last did: its acked RVs (ObjectSync, read
+        now) replace ours, and every entry not newer than them is dropped, so nothing the edge acked
+        elsewhere is sent again. Call with no connection (nothing in flight). Returns the entries dropped.
+
+        Deletes are kept: a missing record says either "never sent" or "delete acked", and a delete
+        the edge already applied is harmless.
+        """
+        self._acked_rv = dict(acked_rv_by_key)
+        dropped = 0
+        for key, entry in [*self._pending_by_key.items(), *self._waiting_by_key.items()]:
+            acked = self._acked_rv.get(key)
+            if entry.delete or entry.rv is None or acked is None or entry.rv > acked:
+                continue
+            if self._pending_by_key.get(key) is entry:
+                del self._pending_by_key[key]
+            else:
+                del self._waiting_by_key[key]
+            self._drop(entry)
+            dropped += 1
+        for key, entry in list(self._unacked_by_key.items()):  # parked from an earlier session here
+            acked = self._acked_rv.get(key)
+            if entry.delete or entry.rv is None or acked is None or entry.rv > acked:
+                continue
+            self._schedule.discard(entry.msg_id)
+            del self._unacked_by_key[key]
+            self._drop(entry)
+            dropped += 1
+            successor = self._waiting_by_key.pop(key, None)
+            if successor is not None:
+                successor.where = _Where.PENDING
+                self._pending_by_key[key] = successor
+        self._counts.stale += dropped
+        return dropped
+
     def ack(self, parent_msg_id: str, now: float) -> Acked | None:
         """The edge stored message `parent_msg_id`. None for unknown, repeated or superseded ids."""
         entry = self._unacked_by_msg_id.pop(parent_msg_id, None)

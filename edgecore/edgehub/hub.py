@@ -48,6 +48,7 @@ from common.transport import NodeConnection, client_tls, dial
 from edgecore.edgehub.certificate import clear_config_token, ensure_edge_certificate, run_rotation
 from edgecore.edgehub.metrics import EdgeHubMetrics
 from edgecore.edgehub.outbox_store import PersistentOutbox
+from edgecore.edgehub.servers import ServerRotation, is_refusal
 
 log = get_logger("edgehub")
 
@@ -84,6 +85,9 @@ class EdgeHubModule:
         self.node = node_name
         self.outbox = outbox
         self.backoff = ReconnectBackoff()
+        # The configured cloudcore(s), comma-separated (servers.py); one server dials as upstream does.
+        self.servers = ServerRotation(config.quic.server if config.quic.enable else config.websocket.server,
+                                      ReconnectBackoff())
         self.connected = asyncio.Event()
         self._connection: NodeConnection | None = None
         self._direct: asyncio.Queue[Message] | None = None  # while connected: messages sent once
@@ -119,10 +123,13 @@ class EdgeHubModule:
                         path=str(self.config_path), err=exc)
 
     async def _stay_connected(self, ctx: ModuleContext) -> None:
+        servers = self.servers
         while True:
-            await self._connect_once(ctx)
-            delay = self.backoff.next_delay(time.monotonic(), random.random)
-            log.info("reconnecting", node=self.node, in_s=f"{delay:.1f}", attempt=self.backoff.attempt)
+            served = await self._connect_once(ctx)
+            now = time.monotonic()
+            delay = servers.dropped(now, random.random) if served else servers.failed(now, random.random)
+            log.info("reconnecting", node=self.node, server=servers.current, in_s=f"{delay:.1f}",
+                     attempt=servers.backoff.attempt)
             await asyncio.sleep(delay)
 
     async def _rotated(self, _pair: KeyPair) -> None:
@@ -131,16 +138,16 @@ class EdgeHubModule:
             log.info("reconnecting with the rotated certificate", node=self.node)
             await self._connection.close("certificate rotated")
 
-    async def _dial(self) -> NodeConnection:
+    async def _dial(self, server: str) -> NodeConnection:
         hub = self.config
         files = Path(hub.tls_ca_file), Path(hub.tls_cert_file), Path(hub.tls_private_key_file)
         heartbeat = float(hub.heartbeat) or None
         if hub.quic.enable:
             # QUIC's idle timeout notices a cut link as the WebSocket pings do: two heartbeats.
-            return await dial_quic(hub.quic.server, self.node, hub.project_id, *files,
+            return await dial_quic(server, self.node, hub.project_id, *files,
                                    open_timeout=float(hub.quic.handshake_timeout) or _CONNECT_ATTEMPT_TIMEOUT,
                                    idle_timeout=2 * (heartbeat or 15.0))
-        return await dial(hub.websocket.server, self.node, hub.project_id, client_tls(*files),
+        return await dial(server, self.node, hub.project_id, client_tls(*files),
                           open_timeout=float(hub.websocket.handshake_timeout) or _CONNECT_ATTEMPT_TIMEOUT,
                           ping_interval=heartbeat)
 
@@ -148,31 +155,39 @@ class EdgeHubModule:
         hub = self.config
         return float(hub.quic.write_deadline if hub.quic.enable else hub.websocket.write_deadline) or 15.0
 
-    async def _connect_once(self, ctx: ModuleContext) -> None:
+    async def _connect_once(self, ctx: ModuleContext) -> bool:
+        """One connection, until it ends. False when it never served: the dial failed or the cloud
+        refused the node (another cloudcore serves it): the next server is dialed then."""
         hub = self.config
-        server = hub.quic.server if hub.quic.enable else hub.websocket.server
+        server = self.servers.current
         try:
-            connection = await self._dial()
+            connection = await self._dial(server)
         except (OSError, websockets.InvalidHandshake, TimeoutError) as exc:
             self.metrics.connect_failures += 1
             log.warning("cannot connect to cloudcore", node=self.node, server=server, err=exc)
-            return
+            return False
         self.metrics.connects += 1
-        self.backoff.connected(time.monotonic())
+        self.servers.connected(time.monotonic())
         self._connection = connection
         self._direct = asyncio.Queue(_DIRECT_QUEUE)
         self.connected.set()
         log.info("connected to cloudcore", node=self.node, server=server)
         await self._announce(ctx, CLOUD_CONNECTED)
         keepalive = Keepalive(float(hub.heartbeat), float(hub.heartbeat) * 2, now=time.monotonic())
+        refused = False
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._downstream(ctx, connection))
                 tasks.create_task(self._writer(connection))
                 tasks.create_task(self._heartbeat(connection, keepalive))
         except* (websockets.ConnectionClosed, OSError, TimeoutError) as closed:
-            log.warning("disconnected from cloudcore", node=self.node,
-                        reason="; ".join(str(e) for e in closed.exceptions)[:200])
+            reason = "; ".join(str(e) for e in closed.exceptions)[:200]
+            refused = is_refusal(reason)
+            if refused:
+                log.warning("cloudcore refused the node; trying the next server", node=self.node, server=server,
+                            reason=reason)
+            else:
+                log.warning("disconnected from cloudcore", node=self.node, reason=reason)
         finally:
             self._connection = None
             self.connected.clear()
@@ -181,6 +196,7 @@ class EdgeHubModule:
             while direct is not None and not direct.empty():
                 self._refuse(ctx, direct.get_nowait(), "the connection to the cloud was lost")
             await self._announce(ctx, CLOUD_DISCONNECTED)
+        return not refused
 
     async def _announce(self, ctx: ModuleContext, state: str) -> None:
         event = Message.new(source="edgehub", group=Group.META, operation=Op.CONNECT,
