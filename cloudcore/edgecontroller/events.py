@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from cloudcore.edgecontroller.kinds import POD, Kind, Object, meta
 from cloudcore.edgecontroller.kubeapi import MERGE_PATCH, STRATEGIC_MERGE_PATCH, KubeError, KubeJSON
-from cloudcore.edgecontroller.messages import Refused, content_json, content_object, error_reply, reply
+from cloudcore.edgecontroller.messages import OK, Refused, content_json, content_object, error_reply, reply
 from cloudcore.edgecontroller.planner import pod_node
 from common.constants import Op, ResourceType
 from common.log import get_logger
@@ -33,15 +33,8 @@ from common.resource import CloudResource
 log = get_logger("edgecontroller")
 
 EVENT: Final = Kind(ResourceType.EVENT, "Event", "", "v1", "events")
-OK: Final = "OK"
 _SERVER_OWNED_META: Final = ("resourceVersion", "uid", "creationTimestamp", "managedFields", "selfLink", "generation")
 _REPEAT_FIELDS: Final = ("count", "lastTimestamp", "message", "series")
-_TOO_MANY_REQUESTS: Final = 429
-
-
-def transient(error: KubeError) -> bool:
-    """A failure that may pass: worth the edge's retry. Anything else refuses the event for good."""
-    return error.unreachable or error.status >= 500 or error.status == _TOO_MANY_REQUESTS
 
 
 def edge_event(res: CloudResource, content: Object) -> Object:
@@ -148,7 +141,7 @@ class EventHandlers:
 
     @staticmethod
     def _failed(res: CloudResource, message: Message, exc: KubeError) -> Message:
-        if transient(exc):
+        if exc.transient:
             log.warning("event not written; the edge may send it again", node=res.node, msg_id=message.msg_id,
                         event=f"{res.namespace}/{res.name}", err=exc)
             return error_reply(message, f"edgecontroller: event not written: {exc}")

@@ -58,6 +58,11 @@ class KubeError(Exception):
         """No answer at all: connection refused or lost, or a timeout."""
         return self.status == UNREACHABLE
 
+    @property
+    def transient(self) -> bool:
+        """A failure that may pass (no answer, 5xx, 429): worth the edge's retry; anything else is for good."""
+        return self.unreachable or self.status >= 500 or self.status == 429
+
 
 def _error(status: int, body: bytes) -> KubeError:
     try:

@@ -13,7 +13,7 @@ edge's query would wait out its timeout.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -43,6 +43,9 @@ def push_message(push: Push) -> Message:
         content=with_type_meta(push.kind, for_edge(push.kind, push.obj)),
         resource_version=rv_of(push.obj),
     )
+
+
+OK: Final = "OK"  # the content of a reply that accepts a report
 
 
 def reply(request: Message, content: Any, *, resource_version: str = "") -> Message:

@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from cloudcore.edgecontroller.kinds import LEASE, NODE, Object, meta, rv_of, uid_of, with_type_meta
 from cloudcore.edgecontroller.kubeapi import STRATEGIC_MERGE_PATCH, KubeError, KubeJSON
-from cloudcore.edgecontroller.messages import content_json, content_object, object_resp, reply
+from cloudcore.edgecontroller.messages import OK, content_json, content_object, object_resp, reply
 from common.constants import LABEL_AGENT_NODE, LABEL_EDGE_NODE, NODE_LEASE_NAMESPACE
 from common.log import get_logger
 from common.message import Message
@@ -37,7 +37,6 @@ from common.version import KUBELET_VERSION
 
 log = get_logger("edgecontroller")
 
-OK: Final = "OK"
 _CONFLICT_RETRIES: Final = 3
 _SERVER_OWNED_META: Final = ("resourceVersion", "uid", "creationTimestamp", "managedFields", "selfLink", "generation")
 

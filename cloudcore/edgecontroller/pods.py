@@ -1,8 +1,9 @@
 """What an edge node says about its pods: status reports and the deletion handshake.
 
 - `podstatus` update (PodStatusRequest `{"UID","Name","Status"}`, or a list of them): the pod's status
-  is replaced through the status subresource, if the pod runs on that node and has that UID. No reply
-  (the edge sends these asynchronously).
+  is replaced through the status subresource, if the pod runs on that node and has that UID. Reply
+  "OK" (also when a status can never apply: a foreign or gone pod), none when the API failed, so that
+  the edge's outbox, which resends a report until it is answered, resends it then and only then.
 - `podpatch` patch (a strategic-merge patch string): applied to the pod's status subresource; reply an
   ObjectResp with the pod.
 - `pod` delete (content: the pod's UID): the edge confirms the pod is gone after the cloud asked for
@@ -20,7 +21,7 @@ from typing import Any, Final
 
 from cloudcore.edgecontroller.kinds import POD, Object, meta, uid_of
 from cloudcore.edgecontroller.kubeapi import STRATEGIC_MERGE_PATCH, KubeError, KubeJSON
-from cloudcore.edgecontroller.messages import Refused, content_json, object_resp, reply
+from cloudcore.edgecontroller.messages import OK, Refused, content_json, object_resp, reply
 from cloudcore.edgecontroller.planner import pod_node
 from common.log import get_logger
 from common.message import Message
@@ -64,16 +65,23 @@ class PodHandlers:
     def __init__(self, client: KubeJSON) -> None:
         self.client = client
 
-    async def update_status(self, res: CloudResource, message: Message) -> None:
+    async def update_status(self, res: CloudResource, message: Message) -> Message | None:
+        """Write each status; reply once all are written or can never be (the edge's outbox resends a report
+        until it is answered), none when the API failed (so the edge resends it)."""
         try:
             requests = status_requests(content_json(message), res.name)
         except ValueError as exc:
             log.warning("pod status refused", node=res.node, msg_id=message.msg_id, err=exc)
-            return
+            return reply(message, f"pod status refused: {exc}")
+        retry = False
         for name, uid, status in requests:
             try:
                 pod = await self._write_status(res, name, uid, status)
-            except (KubeError, Refused) as exc:
+            except Refused as exc:
+                log.warning("pod status not updated", node=res.node, msg_id=message.msg_id, pod=name, err=exc)
+                continue
+            except KubeError as exc:
+                retry = retry or exc.transient
                 log.warning("pod status not updated", node=res.node, msg_id=message.msg_id, pod=name, err=exc)
                 continue
             log.v(3).info(
@@ -84,6 +92,7 @@ class PodHandlers:
                 phase=(pod.get("status") or {}).get("phase", ""),
             )
             await self._end_if_finished(res, pod, message)
+        return None if retry else reply(message, OK)
 
     async def _write_status(self, res: CloudResource, name: str, uid: str, status: Object) -> Object:
         def status_of(pod: Object) -> Object:

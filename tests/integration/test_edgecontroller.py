@@ -364,7 +364,10 @@ async def test_pod_status_and_the_deletion_handshake(plane: ControlPlaneProcess)
                 }
             ],
         }
-        await h.send("ec-status-e1", "update", f"{ns}/podstatus/job", {"UID": uid, "Name": "job", "Status": running})
+        # answered, so the edge's outbox stops resending the report
+        answer = await h.request("ec-status-e1", "update", f"{ns}/podstatus/job",
+                                 {"UID": uid, "Name": "job", "Status": running})
+        assert answer.content == "OK"
 
         async def phase() -> str:
             return str((await h.kube.get(POD.object_path(ns, "job"))).get("status", {}).get("phase", ""))

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cloudcore.edgecontroller.events import edge_event, repeat_patch, transient
+from cloudcore.edgecontroller.events import edge_event, repeat_patch
 from cloudcore.edgecontroller.kubeapi import UNREACHABLE, KubeError
 from cloudcore.edgecontroller.messages import Refused
 from common.resource import CloudResource
@@ -110,6 +110,6 @@ def test_events_a_node_may_not_write_are_refused(bad: dict[str, Any]) -> None:
 
 
 def test_only_passing_api_failures_are_worth_a_retry() -> None:
-    assert transient(KubeError(UNREACHABLE, "Unreachable", "x"))
-    assert transient(KubeError(503, "ServiceUnavailable", "x")) and transient(KubeError(429, "TooMany", "x"))
-    assert not any(transient(KubeError(code, "", "x")) for code in (400, 403, 404, 409, 422))
+    assert KubeError(UNREACHABLE, "Unreachable", "x").transient
+    assert KubeError(503, "ServiceUnavailable", "x").transient and KubeError(429, "TooMany", "x").transient
+    assert not any(KubeError(code, "", "x").transient for code in (400, 403, 404, 409, 422))
