@@ -55,7 +55,6 @@ import math
 import os
 import shutil
 import ssl
-import statistics
 import sys
 import tempfile
 import time
@@ -73,6 +72,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.density_edge import FAKE_RUNTIME  # noqa: E402
+from bench.edgesync import cpu_seconds, percentile, rss_mib  # noqa: E402
 from cloudcore.cloudhub.secrets import CA_DATA, CA_KEY_DATA, CA_SECRET, NAMESPACE  # noqa: E402
 from common.pki import KeyPair, load_cert, load_private_key  # noqa: E402
 from tests.fixtures.controlplane import ControlPlaneProcess  # noqa: E402
@@ -88,22 +88,6 @@ MESSAGE_COUNTERS: Final = ("kubeedge_cloudhub_messages_received_total", "kubeedg
 
 def say(*words: object) -> None:
     print(*words, flush=True)
-
-
-def percentile(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load_average() -> str:
