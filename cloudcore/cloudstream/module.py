@@ -15,7 +15,10 @@ no session is a 500 (as an unreachable kubelet), a missing pod a 404.
 
 While a node's session lives, its Node carries the annotation `cloudstream.kubeedge.io/endpoint:
 <advertiseAddress[0]>:<streamPort>`, which the control plane's kubelet proxy dials instead of the
-node's own address (re-applied every RESYNC seconds if something removed it).
+node's own address (re-applied every RESYNC seconds if something removed it). When the session ends the
+annotation is removed, but only if it still names this server (a JSON patch `test`), so an edge that
+moved its tunnel to another cloudcore keeps that one's. Pings every PING_INTERVAL seconds notice a
+tunnel whose edge vanished without closing it.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ MAX_FRAME: Final = 1024 * 1024
 QUEUE: Final = 1024  # frames buffered per request for a slow client; beyond, the request is dropped
 ANSWER_TIMEOUT: Final = 30.0  # seconds for the edge to answer a request's status
 RESYNC: Final = 30.0
+PING_INTERVAL: Final = 20.0  # and as long to answer: a dead tunnel is noticed within 40 s
 CLIENT_CHECK: Final = 1.0  # seconds between checks that the client of a silent followed log is there
 _API_TIMEOUT: Final = 10.0
 _END: Final = Frame(0, CLOSE_CONNECT)
@@ -163,7 +167,8 @@ class CloudStreamModule:
             return connection.respond(HTTPStatus.FORBIDDEN, refusal + "\n")
 
         return await serve(self._session, None, self.config.tunnel_port, ssl=tls, process_request=check,
-                           max_size=MAX_FRAME, compression=None, ping_interval=None, open_timeout=30,
+                           max_size=MAX_FRAME, compression=None, ping_interval=PING_INTERVAL,
+                           ping_timeout=PING_INTERVAL, open_timeout=30,
                            close_timeout=5)
 
     async def _session(self, websocket: ServerConnection) -> None:
@@ -194,6 +199,7 @@ class CloudStreamModule:
             session.close_all()
             if self.sessions.get(node) is session:
                 del self.sessions[node]
+                await self._unannotate(node)
             log.info("edge stream session closed", node=node)
 
     async def _annotate(self, node: str) -> None:
@@ -216,6 +222,23 @@ class CloudStreamModule:
             except (OSError, TimeoutError) as exc:
                 log.warning("cannot set the node's stream endpoint; retrying", node=node, err=exc)
                 await asyncio.sleep(2.0)
+
+    async def _unannotate(self, node: str) -> None:
+        """Remove the Node's endpoint annotation if it still names this server; best effort (a stale one
+        costs the next request a 500 until the edge's new tunnel sets its own)."""
+        pointer = "/metadata/annotations/" + ENDPOINT_ANNOTATION.replace("~", "~0").replace("/", "~1")
+        patch = [{"op": "test", "path": pointer, "value": self.endpoint}, {"op": "remove", "path": pointer}]
+        try:
+            await CoreV1Api(self.kube).patch_node(node, patch, _request_timeout=_API_TIMEOUT,
+                                                  _content_type="application/json-patch+json")  # type: ignore[call-arg]
+        except ApiException as exc:
+            if exc.status not in (404, 409, 422):  # gone, or the annotation names another server (test failed)
+                log.warning("node stream endpoint not removed", node=node, status=exc.status)
+            return
+        except (OSError, TimeoutError) as exc:
+            log.warning("node stream endpoint not removed", node=node, err=exc)
+            return
+        log.info("node stream endpoint removed", node=node, endpoint=self.endpoint)
 
     # -- stream server ------------------------------------------------------------------------------
     def application(self) -> web.Application:

@@ -1,9 +1,13 @@
 """EdgeStream: dials CloudStream's tunnel with the edge certificate and serves its log requests.
 
 The tunnel (common.streamframes) is dialed at `edgeStream.server` with the files EdgeHub uses
-(`edgeStream.tlsTunnel*`, by default the same paths); a lost or refused tunnel is dialed again after
-1, 2, 4 ... 30 s. Each request is served in its own task, and REMOVE_CONNECT cancels it. The container
-is found through CRI by kubelet's labels (pod namespace and name, container name; the newest attempt).
+(`edgeStream.tlsTunnel*`, by default the same paths). Like EdgeHub's server, `edgeStream.server` may list
+several cloudcores separated by commas (docs/ha.md): a failed dial moves on to the next one at once, and
+only after all failed does the edge wait the reconnect back-off (edgecore.edgehub.servers); a tunnel that
+served and dropped is dialed again on the same server after the back-off. WebSocket pings every
+`readDeadline` seconds notice a dead tunnel. Each request is served in its own task, and REMOVE_CONNECT
+cancels it. The container is found through CRI by kubelet's labels (pod namespace and name, container
+name; the newest attempt).
 
 LOGS_CONNECT: that container's (or with `previous` the one before it) CRI log file is read by
 `crilog.read_log`. EXEC_CONNECT: CRI Exec gives the runtime's streaming URL, opened as a WebSocket with
@@ -20,6 +24,7 @@ import functools
 import json
 import random
 import ssl
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Final
@@ -51,11 +56,11 @@ from common.wsrelay import MAX_MESSAGE, V4, V5, Pipe, TunnelPipe, WebsocketsPipe
 from edgecore.cri import CRIClient
 from edgecore.cri.client import CRIError
 from edgecore.cri.types import Container, ContainerFilter, ContainerState
+from edgecore.edgehub.servers import ServerRotation
 from edgecore.edgestream.crilog import LogOptions, LogOptionsError, read_log
 
 log = get_logger("edgestream")
 
-BACKOFF_MAX: Final = 30.0
 MAX_FRAME: Final = 1024 * 1024
 EXEC_INBOX: Final = 256  # messages from the cloud's client not yet taken by the runtime
 EXEC_OPEN_TIMEOUT: Final = 10.0
@@ -78,31 +83,33 @@ class EdgeStreamModule:
         self.config, self.node, self.node_ip, self.cri = config, node, node_ip, cri
 
     async def run(self, ctx: ModuleContext) -> None:
-        delay = 1.0
+        servers = ServerRotation(self.config.server)
         while True:
+            server = servers.current
             try:
-                websocket = await self._dial()
+                websocket = await self._dial(server)
             except (OSError, ssl.SSLError, InvalidHandshake, TimeoutError) as exc:
-                log.warning("cannot open the stream tunnel; retrying", server=self.config.server,
-                            err=f"{type(exc).__name__}: {exc}", retry_in=round(delay, 1))
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(BACKOFF_MAX, delay * 2)
+                delay = servers.failed(time.monotonic(), random.random)
+                log.warning("cannot open the stream tunnel; retrying", server=server,
+                            err=f"{type(exc).__name__}: {exc}", next_server=servers.current, retry_in=round(delay, 1))
+                await asyncio.sleep(delay)
                 continue
-            delay = 1.0
-            log.info("stream tunnel connected", server=self.config.server, node=self.node)
+            servers.connected(time.monotonic())
+            log.info("stream tunnel connected", server=server, node=self.node)
             try:
                 await self.serve(websocket)
             finally:
                 await websocket.close()
-            log.warning("stream tunnel lost; reconnecting", server=self.config.server)
-            await asyncio.sleep(random.uniform(0.5, 1.5))
+            delay = servers.dropped(time.monotonic(), random.random)
+            log.warning("stream tunnel lost; reconnecting", server=server, retry_in=round(delay, 1))
+            await asyncio.sleep(delay)
 
-    async def _dial(self) -> ClientConnection:
+    async def _dial(self, server: str) -> ClientConnection:
         files = (Path(self.config.tls_tunnel_ca_file), Path(self.config.tls_tunnel_cert_file),
                  Path(self.config.tls_tunnel_private_key_file))
         tls = await asyncio.to_thread(client_tls, *files)
         headers = Headers({HEADER_NODE: self.node, HEADER_IP: self.node_ip})
-        return await connect(f"wss://{self.config.server}{TUNNEL_PATH}", ssl=tls, additional_headers=headers,
+        return await connect(f"wss://{server}{TUNNEL_PATH}", ssl=tls, additional_headers=headers,
                              max_size=MAX_FRAME, compression=None, open_timeout=self.config.handshake_timeout,
                              ping_interval=max(1, self.config.read_deadline), close_timeout=5)
 
