@@ -21,7 +21,8 @@ from cloudcore.cloudhub.secrets import prepare_cloud_pki, read_token, store_new_
 from common.config.cloudcore import CloudHub, KubeAPIConfig
 from common.pki import ca_hash
 
-CRD_DIR: Final = Path(__file__).resolve().parents[1] / "config" / "crds"
+CRD_DIR: Final = Path(__file__).resolve().parent / "data" / "crds"
+"""config/crds, shipped in the package (keadm/data/crds links to it in the repository; a wheel holds copies)."""
 API_TIMEOUT: Final = 10.0
 T = TypeVar("T")
 

@@ -29,8 +29,8 @@ from common.hostsvc.process import (
 from keadm.manifest import Manifest
 from keadm.paths import Paths
 
-UNIT_DIR: Final = Path(__file__).resolve().parents[1] / "config" / "systemd"
-"""The unit templates in the repository (keadm is installed editable from it)."""
+UNIT_DIR: Final = Path(__file__).resolve().parent / "data" / "systemd"
+"""config/systemd, shipped in the package (keadm/data/systemd links to it in the repository)."""
 SYSTEMCTL_TIMEOUT: Final = 90.0
 
 Mode = Literal["systemd", "daemon"]
@@ -74,8 +74,7 @@ def template(unit: str) -> str:
     try:
         return path.read_text()
     except OSError as exc:
-        raise ServiceError(f"unit template {path} is missing ({exc}): keadm needs the repository's config/ dir"
-                           ) from None
+        raise ServiceError(f"unit template {path} is missing ({exc}): reinstall kubeedge-py") from None
 
 
 def render_unit(service: Service) -> str:
