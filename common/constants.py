@@ -128,6 +128,11 @@ RESOURCE_CLOUD_CONNECTION: Final = "node/connection"
 CLOUD_CONNECTED: Final = "cloud_connected"
 CLOUD_DISCONNECTED: Final = "cloud_disconnected"
 
+# Cloud-internal header type of an edgecontroller update that changed only what the edge reported itself
+# (a pod's status): CloudHub records it as acknowledged instead of sending it when it can (NodeQueue.advance).
+# Never on the wire: CloudHub clears it before queueing such a message for sending.
+HEADER_EDGE_HAS_IT: Final = "kubeedge-py/edge-has-it"
+
 DEFAULT_PROJECT_ID: Final = "e632aba927ea4ac2b575ec1603d56f10"
 SYSTEM_NAMESPACE: Final = "kubeedge"
 

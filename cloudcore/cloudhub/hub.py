@@ -42,7 +42,7 @@ from cloudcore.cloudhub.objectsync import ObjectSyncStore
 from cloudcore.cloudhub.ownership import TRY_ANOTHER, NodeOwnership, OwnershipError, instance_identity
 from cloudcore.cloudhub.secrets import TokenRefresher, prepare_cloud_pki
 from common.config.cloudcore import CloudHub as CloudHubConfig
-from common.constants import CLOUD_MODULES, CloudModule, Group, Op, ResourceType
+from common.constants import CLOUD_MODULES, HEADER_EDGE_HAS_IT, CloudModule, Group, Op, ResourceType
 from common.errors import BusError, MessageDecodeError, ResourceError
 from common.log import get_logger
 from common.message import Message
@@ -202,11 +202,20 @@ class CloudHubModule:
 
     def enqueue(self, node: str, message: Message) -> None:
         """Queue a cloud-internal message (`node/<node>/...`) for its node, after `load_queue`; wakes the
-        node's writer."""
+        node's writer. An update the edge already has in substance (HEADER_EDGE_HAS_IT) is recorded as
+        acknowledged, ObjectSync included, when the queue allows it, and sent as usual otherwise."""
         wire = message.with_resource(trim_node_prefix(message.resource))
         rv = message.header.resource_version
-        result = self.queue_of(node).enqueue(wire.resource, wire, rv=int(rv) if rv.isdigit() else None,
-                                             delete=message.operation == Op.DELETE, needs_ack=needs_ack(message))
+        queue = self.queue_of(node)
+        if message.header.type == HEADER_EDGE_HAS_IT:
+            wire = wire._replace(header=wire.header._replace(type=""))
+            if rv.isdigit() and queue.advance(wire.resource, int(rv)):
+                self.syncs.record(node, wire, int(rv), deleted=False)
+                log.v(4).info("edge has it; recorded as acked", node=node, msg_id=message.msg_id,
+                              resource=wire.resource, rv=rv)
+                return
+        result = queue.enqueue(wire.resource, wire, rv=int(rv) if rv.isdigit() else None,
+                               delete=message.operation == Op.DELETE, needs_ack=needs_ack(message))
         log.v(4).info("queued", node=node, msg_id=message.msg_id, resource=wire.resource, result=result.value)
         session = self.sessions.get(node)
         if session is not None:

@@ -94,8 +94,8 @@ class CloudHubCollector(Collector):
         connected = set(self.hub.sessions)
         totals = {(state, c): 0 for state in ("pending", "in_flight", "parked") for c in ("true", "false")}
         nodes_by_range = dict.fromkeys([label for _, label in DEPTH_RANGES] + [DEPTH_OVERFLOW], 0)
-        sums = dict.fromkeys(("sent", "resent", "acked", "replaced", "stale", "collapsed", "dropped_contents",
-                              "dropped_no_ack", "held_bytes"), 0)
+        sums = dict.fromkeys(("sent", "resent", "acked", "advanced", "replaced", "stale", "collapsed",
+                              "dropped_contents", "dropped_no_ack", "held_bytes"), 0)
         deepest = 0
         for node, queue in tuple(self.hub.queues.items()):
             stats = queue.stats
@@ -130,6 +130,8 @@ class CloudHubCollector(Collector):
         yield CounterMetricFamily(f"{_P}resends", "Further writes of an unacknowledged message (same msg_id).",
                                   value=sums["resent"])
         yield CounterMetricFamily(f"{_P}acks", "Messages the edge nodes acknowledged.", value=sums["acked"])
+        yield CounterMetricFamily(f"{_P}status_only_skips", "Pod updates that changed only the status the edge "
+                                  "reported: recorded as acknowledged, not sent.", value=sums["advanced"])
         dropped = CounterMetricFamily(f"{_P}queue_dropped_messages", "Messages the node queues dropped, by "
                                       "reason (replaced by a newer one, stale, delete of a never-sent insert, "
                                       "no-ACK lane full).", labels=("reason",))

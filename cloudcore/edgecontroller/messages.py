@@ -21,7 +21,7 @@ from cloudcore.edgecontroller.filters import for_edge
 from cloudcore.edgecontroller.kinds import NODE, name_of, resource_namespace, rv_of, with_type_meta
 from cloudcore.edgecontroller.kubeapi import KubeError
 from cloudcore.edgecontroller.planner import Push
-from common.constants import NAMESPACE_NODE_DELETE, CloudModule, Group, Op
+from common.constants import HEADER_EDGE_HAS_IT, NAMESPACE_NODE_DELETE, CloudModule, Group, Op
 from common.message import Message
 from common.resource import build_resource
 
@@ -35,7 +35,7 @@ def push_message(push: Push) -> Message:
     if push.kind is NODE and push.operation == Op.DELETE:
         namespace = NAMESPACE_NODE_DELETE  # CloudHub ends the node's session on this exact resource
     resource = build_resource(push.node, namespace, push.kind.type, name_of(push.obj))
-    return Message.new(
+    message = Message.new(
         source=CloudModule.EDGECONTROLLER,
         group=Group.RESOURCE,
         operation=push.operation,
@@ -43,6 +43,9 @@ def push_message(push: Push) -> Message:
         content=with_type_meta(push.kind, for_edge(push.kind, push.obj)),
         resource_version=rv_of(push.obj),
     )
+    if push.edge_has_it:
+        return message._replace(header=message.header._replace(type=HEADER_EDGE_HAS_IT))
+    return message
 
 
 OK: Final = "OK"  # the content of a reply that accepts a report

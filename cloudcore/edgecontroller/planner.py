@@ -66,7 +66,7 @@ from cloudcore.edgecontroller.topology import (
 from common.constants import LABEL_EDGE_NODE, Op
 
 _OPERATIONS = {EventType.ADDED: Op.INSERT, EventType.MODIFIED: Op.UPDATE, EventType.DELETED: Op.DELETE}
-# Node metadata fields that change on every write and say nothing the edge needs.
+# Metadata fields that change on every write and say nothing the edge needs.
 _VOLATILE_META = ("resourceVersion", "managedFields", "generation")
 
 
@@ -76,6 +76,7 @@ class Push:
     operation: str
     kind: Kind
     obj: Object
+    edge_has_it: bool = False  # only the pod status the edge reported changed (messages.py marks it)
 
 
 @dataclass(slots=True)
@@ -152,7 +153,9 @@ class Planner:
             self.refs.remove_pod(event.key)
         operation = _OPERATIONS.get(event.type)
         if operation is not None:  # a DROPPED pod's node is no longer ours: nothing to tell it
-            plan.pushes.append(Push(node, operation, POD, event.obj))
+            status_only = event.type is EventType.MODIFIED and event.old is not None and \
+                pod_node(event.old) == node and _without_status(event.old) == _without_status(event.obj)
+            plan.pushes.append(Push(node, operation, POD, event.obj, edge_has_it=status_only))
         return plan
 
     def object_event(self, kind: Kind, event: Event) -> Plan:
@@ -267,6 +270,13 @@ class Planner:
             kind = ENDPOINTSLICE if kind_type == ENDPOINTSLICE.type else ENDPOINTS
             views = self.views.views(kind_type, obj, sorted(self.edge_nodes))
             plan.pushes.extend(Push(node, Op.UPDATE, kind, view) for node, view in views)
+
+
+def _without_status(pod: Object) -> Object:
+    """A pod less its status and volatile metadata: equal for two versions when only the status changed,
+    which the edge reported itself (and keeps in its store: edgecore/metamanager/module.py)."""
+    metadata = {k: v for k, v in meta(pod).items() if k not in _VOLATILE_META}
+    return {**{k: v for k, v in pod.items() if k != "status"}, "metadata": metadata}
 
 
 def _node_view(node: Object) -> tuple[Any, Any]:

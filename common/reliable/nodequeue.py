@@ -39,6 +39,10 @@ Rules (upstream facts in ref/protocol.md section 4; where we differ, it says so)
   counts these drops.
 - `on_ack_rtt`, when given, is called with each ACK's round trip (seconds from the message's last
   write), for the ACK latency histogram; it must be cheap and must not call back into the queue.
+- ADVANCE: `advance(key, rv)` records `rv` as acknowledged without sending, for an update the edge
+  already has in substance (a pod change made only of the status the edge itself reported). Only when
+  the key has nothing pending, waiting or unacknowledged and an acked earlier RV; else the caller
+  enqueues the message as usual.
 - Acknowledged RVs per key come from ACKs and from `load_acked` (ObjectSync at start), so after a
   cloudcore restart only newer RVs are sent. An acknowledged delete forgets the key. Like upstream,
   the shell should record a key (RV "0") when it is first accepted, so a restart can still send the
@@ -109,16 +113,18 @@ class NodeQueueStats:
     stale: int
     collapsed: int
     acked: int
+    advanced: int  # updates recorded as acknowledged without being sent (`advance`)
     dropped_contents: int
     dropped_no_ack: int
     last_ack_rtt: float  # seconds from the last write of a message to its ACK
 
 
 class _Counters:
-    __slots__ = ("acked", "collapsed", "dropped_contents", "dropped_no_ack", "replaced", "resent", "sent", "stale")
+    __slots__ = ("acked", "advanced", "collapsed", "dropped_contents", "dropped_no_ack", "replaced", "resent", "sent",
+                 "stale")
 
     def __init__(self) -> None:
-        self.sent = self.resent = self.replaced = self.stale = self.collapsed = self.acked = 0
+        self.sent = self.resent = self.replaced = self.stale = self.collapsed = self.acked = self.advanced = 0
         self.dropped_contents = self.dropped_no_ack = 0
 
 
@@ -250,6 +256,15 @@ class NodeQueue:
 
     def acked_rv(self, key: str) -> int | None:
         return self._acked_rv.get(key)
+
+    def advance(self, key: str, rv: int) -> bool:
+        """Record `rv` as acknowledged without a message (see ADVANCE above); False: enqueue it instead."""
+        acked = self._acked_rv.get(key)
+        if acked is None or rv <= acked or self._latest(key) is not None:
+            return False
+        self._acked_rv[key] = rv
+        self._counts.advanced += 1
+        return True
 
     def load_acked(self, acked_rv_by_key: Mapping[str, int]) -> None:
         """Seed acknowledged RVs (ObjectSync at start); call before the first enqueue."""
@@ -468,6 +483,7 @@ class NodeQueue:
             stale=counts.stale,
             collapsed=counts.collapsed,
             acked=counts.acked,
+            advanced=counts.advanced,
             dropped_contents=counts.dropped_contents,
             dropped_no_ack=counts.dropped_no_ack,
             last_ack_rtt=self._last_ack_rtt,

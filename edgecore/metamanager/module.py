@@ -6,9 +6,12 @@ SQLite transaction (`MetaStore.apply`), and only after it commits does every mes
 disk. A re-sent or older object (resourceVersion not newer than the stored one) is ACKed unwritten.
 
 Edge to cloud: messages from other edge modules go on to EdgeHub unchanged (same msg_id, so the
-cloud's reply reaches the sender directly through the bus). Queries (`query`) are answered here:
-from the cloud while connected (the answer is stored too), from SQLite when not or when the cloud
-fails to answer in `remoteQueryTimeout`.
+cloud's reply reaches the sender directly through the bus). A pod status edged reports is also written
+into the stored pod (same resourceVersion), so MetaServer serves the status the edge sees: the cloud does
+not send a pod back down when only its status changed (cloudcore/edgecontroller/planner.py).
+
+Queries (`query`) are answered here: from the cloud while connected (the answer is stored too), from
+SQLite when not or when the cloud fails to answer in `remoteQueryTimeout`.
 
 Every committed change is published on `events` (an `EventHub`) right after the commit, for MetaServer's
 watches; `cloud_connected` tells MetaServer whether a write can reach the cloud, and `on_cloud_connected`
@@ -136,6 +139,31 @@ class MetaManagerModule:
                           operation=message.operation, resource=message.resource)
         else:
             await self._to_cloud(ctx, message)
+            if message.operation == Op.UPDATE and _is_type(message, ResourceType.PODSTATUS):
+                await self._keep_pod_status(message)
+
+    async def _keep_pod_status(self, report: Message) -> None:
+        """Write the reported status into the stored pod of the same UID (none stored: nothing to do)."""
+        content = report.content if isinstance(report.content, dict) else {}
+        status = content.get("Status")
+        try:
+            resource = parse_edge_resource(report.resource)
+        except ResourceError:
+            return
+        key = build_edge_resource(resource.namespace, ResourceType.POD, resource.name)
+
+        async def plan(store: MetaStore) -> Sequence[MetaChange]:
+            stored = await store.get(key)
+            pod = orjson.loads(stored) if stored else None
+            if not isinstance(pod, dict) or not isinstance(status, dict) or pod.get("status") == status:
+                return []
+            if (pod.get("metadata") or {}).get("uid") != content.get("UID"):
+                return []  # a newer pod of that name, or the report of one already gone
+            return [MetaChange(key, ResourceType.POD, orjson.dumps({**pod, "status": status}).decode(),
+                               store.resource_version(key), local=True)]
+
+        await self.reconcile(plan)
+        log.v(4).info("pod status kept", msg_id=report.msg_id, resource=key)
 
     async def _to_cloud(self, ctx: ModuleContext, message: Message) -> None:
         try:
@@ -186,8 +214,12 @@ async def _ready(changes: Sequence[MetaChange]) -> Sequence[MetaChange]:
 
 
 def _is_pod(message: Message) -> bool:
+    return _is_type(message, ResourceType.POD)
+
+
+def _is_type(message: Message, resource_type: str) -> bool:
     try:
-        return parse_edge_resource(message.resource).type == ResourceType.POD
+        return parse_edge_resource(message.resource).type == resource_type
     except ResourceError:
         return False
 

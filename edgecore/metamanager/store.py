@@ -49,12 +49,16 @@ DEFAULT_EVENT_LOG_LIMIT: Final = 10_000
 
 @dataclass(frozen=True, slots=True)
 class MetaChange:
-    """One object to write (`value` is its JSON) or, with `value` None, to delete (`rv`: the delete's, if known)."""
+    """One object to write (`value` is its JSON) or, with `value` None, to delete (`rv`: the delete's, if known).
+
+    `local`: a change made at the edge to the stored object at its resourceVersion (a pod's status as edged
+    reported it), so the same resourceVersion is not stale; an older one still is."""
 
     key: str
     type: str
     value: str | None
     rv: int | None = None
+    local: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +235,9 @@ class MetaStore:
 
 
 def _stale(change: MetaChange, stored: int | None) -> bool:
-    return change.value is not None and change.rv is not None and stored is not None and change.rv <= stored
+    if change.value is None or change.rv is None or stored is None:
+        return False
+    return change.rv < stored if change.local else change.rv <= stored
 
 
 def _with_rv(value: str, rv: int | None, stored_rv: int | None) -> str:

@@ -18,7 +18,7 @@ from kubernetes_asyncio import config as kconfig
 from cloudcore.cloudhub.hub import CloudHubModule
 from common.bus import ModuleBus
 from common.config.cloudcore import CloudHub as CloudHubConfig
-from common.constants import DEFAULT_PROJECT_ID
+from common.constants import DEFAULT_PROJECT_ID, HEADER_EDGE_HAS_IT
 from common.message import Message
 from common.modules import ModuleContext
 from common.pki import KeyPair, issue_client_cert, load_cert, load_private_key
@@ -137,6 +137,59 @@ async def test_acks_persist_as_objectsyncs_and_a_restart_resends_only_newer(plan
         await asyncio.sleep(1.0)
         link.cancel()
     assert received == [("default/pod/p2", "99")]
+
+
+async def test_a_status_only_update_is_recorded_not_sent_unless_something_is_still_on_the_way(
+        plane: ControlPlaneProcess, tmp_path: Path) -> None:
+    port = free_port()
+    hub_config = hub_config_for(tmp_path, port)
+
+    def marked(i: int, rv: int) -> Message:
+        message = update(i, rv)
+        return message._replace(header=message.header._replace(type=HEADER_EDGE_HAS_IT))
+
+    def synced() -> dict[str, str]:
+        items = json.loads(plane.kubectl("get", "objectsyncs", "-n", "default", "-o", "json").stdout)["items"]
+        return {i["metadata"]["name"]: (i.get("status") or {}).get("objectResourceVersion", "") for i in items}
+
+    wire: list[Message] = []
+
+    async def link() -> None:
+        connection = await connect_as(plane, tmp_path, port, NODE)
+        try:
+            while True:
+                message = await connection.recv()
+                wire.append(message)
+                await connection.send(message.response("OK"))
+        finally:
+            await connection.close()
+
+    async with running_hub(plane, hub_config) as bus:
+        await asyncio.sleep(1.0)
+        edge_link = asyncio.create_task(link())
+        await bus.send("cloudhub", update(0, 10))
+        await wait_until(lambda: asyncio.to_thread(lambda: synced().get(f"{NODE}.uid-0") == "10"))
+        await bus.send("cloudhub", marked(0, 11))  # the edge acked 10 and nothing else is on the way
+        await wait_until(lambda: asyncio.to_thread(lambda: synced().get(f"{NODE}.uid-0") == "11"))
+        await bus.send("cloudhub", update(1, 20))
+        await bus.send("cloudhub", marked(1, 21))  # 20 is not acked yet: 21 is sent as an ordinary update
+        await wait_until(lambda: asyncio.to_thread(lambda: synced().get(f"{NODE}.uid-1") == "21"))
+        edge_link.cancel()
+    assert [(m.resource, m.header.resource_version) for m in wire if m.resource.endswith("p0")] == [
+        ("default/pod/p0", "10")]
+    assert [m.header.resource_version for m in wire if m.resource.endswith("p1")][-1] == "21"
+    assert {m.header.type for m in wire} == {""}  # the marker never goes on the wire
+
+    wire.clear()
+    async with running_hub(plane, hub_config) as bus:  # restarted: 11 counts as what the node has
+        await asyncio.sleep(1.0)
+        edge_link = asyncio.create_task(link())
+        await bus.send("cloudhub", update(0, 11))
+        await bus.send("cloudhub", update(1, 22))
+        await wait_until(lambda: asyncio.sleep(0, len(wire) >= 1))
+        await asyncio.sleep(1.0)
+        edge_link.cancel()
+    assert [(m.resource, m.header.resource_version) for m in wire] == [("default/pod/p1", "22")]
 
 
 async def test_an_objectsync_exists_from_the_first_send_even_without_an_ack(plane: ControlPlaneProcess,

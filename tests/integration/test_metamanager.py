@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -173,6 +174,35 @@ async def test_edge_messages_go_to_the_cloud_unchanged(sqlite_path: Path) -> Non
                              content={"UID": "u"})
         await bus.send_to_group(Group.META, report)
         assert await next_for_cloud(hub) == report
+
+
+async def test_a_reported_pod_status_is_kept_in_the_stored_pod_at_its_resource_version(sqlite_path: Path) -> None:
+    """The cloud does not echo status-only pod changes back, so the edge's own copy carries edged's status."""
+    async with running(sqlite_path) as (bus, hub, store):
+        stored = pod("p", 12, status={"phase": "Pending"})
+        stored["metadata"]["uid"] = "u1"
+        await bus.send_to_group(Group.META, cloud(Op.INSERT, "default/pod/p", stored, "12"))
+        await next_for_cloud(hub)  # its ACK
+
+        def status_report(uid: str, phase: str) -> Message:
+            return Message.new(source="edged", group=Group.META, operation=Op.UPDATE, resource="default/podstatus/p",
+                               content={"UID": uid, "Name": "p", "Status": {"phase": phase}})
+
+        running_report = status_report("u1", "Running")
+        await bus.send_to_group(Group.META, running_report)
+        assert await next_for_cloud(hub) == running_report  # still goes up unchanged
+        await bus.send_to_group(Group.META, status_report("other-uid", "Failed"))  # not this pod's: not kept
+        await next_for_cloud(hub)
+        kept = json.loads(await store.get("default/pod/p") or "null")
+        assert kept["status"] == {"phase": "Running"} and kept["metadata"]["resourceVersion"] == "12"
+        assert store.resource_version("default/pod/p") == 12
+        # The cloud's next version of the pod replaces it as before; a re-send of version 12 does not.
+        await bus.send_to_group(Group.META, cloud(Op.UPDATE, "default/pod/p", stored, "12"))
+        await next_for_cloud(hub)
+        assert json.loads(await store.get("default/pod/p") or "null")["status"] == {"phase": "Running"}
+        await bus.send_to_group(Group.META, cloud(Op.UPDATE, "default/pod/p", {**pod("p", 13), "status": {}}, "13"))
+        await next_for_cloud(hub)
+        assert json.loads(await store.get("default/pod/p") or "null")["status"] == {}
 
 
 def report(n: int, name: str = "p") -> Message:

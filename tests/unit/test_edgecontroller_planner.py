@@ -140,6 +140,26 @@ def test_node_changes_go_to_the_node_unless_only_its_status_changed() -> None:
     assert sent(world.planner.node_event(event(MODIFIED, relabelled, status_only))) == [("e1", "update", "node", "e1")]
 
 
+def test_a_pod_change_of_its_status_alone_is_marked_as_one_the_edge_has() -> None:
+    world = World()
+    world.add_node("e1")
+    created = pod("p", "e1", rv="2")
+    running = {**pod("p", "e1", rv="3"), "status": {"phase": "Running"}}
+    running["metadata"]["managedFields"] = [{"manager": "edgecontroller"}]
+    (push,) = world.planner.pod_event(event(MODIFIED, running, created)).pushes
+    assert (push.operation, push.edge_has_it) == ("update", True)
+    marked = push_message(push)
+    assert marked.header.type == "kubeedge-py/edge-has-it" and marked.content["status"] == {"phase": "Running"}
+    labelled = {**pod("p", "e1", rv="4"), "status": {"phase": "Running"}}
+    labelled["metadata"]["labels"] = {"a": "b"}
+    deleting = {**pod("p", "e1", rv="5"), "status": {"phase": "Running"}}
+    deleting["metadata"]["deletionTimestamp"] = "2026-12-07T00:00:00Z"
+    for old, new in ((running, labelled), (running, deleting), (None, running)):
+        (push,) = world.planner.pod_event(event(MODIFIED, new, old)).pushes
+        assert not push.edge_has_it and push_message(push).header.type == ""
+    assert not world.planner.pod_event(event(ADDED, running)).pushes[0].edge_has_it
+
+
 def test_a_node_leaving_forgets_its_pods_and_only_a_deleted_node_is_told() -> None:
     world = World()
     world.add_node("e1")

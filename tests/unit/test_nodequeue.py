@@ -588,3 +588,20 @@ TestCloudEdgeConverges = CloudEdgeModel.TestCase
 TestCloudEdgeConverges.settings = settings(max_examples=300, stateful_step_count=50, deadline=None)
 TestBoundedCloudEdgeConverges = TightlyBoundedCloudEdgeModel.TestCase
 TestBoundedCloudEdgeConverges.settings = settings(max_examples=300, stateful_step_count=50, deadline=None)
+
+
+def test_advance_records_an_update_the_edge_has_without_sending_it_only_when_nothing_is_on_the_way() -> None:
+    queue = make_queue()
+    assert not queue.advance("p", 5)  # never acked: the edge may not have it at all
+    put(queue, "p", 5)
+    assert not queue.advance("p", 6)  # version 5 is still to be sent
+    sent = drain(queue)
+    assert not queue.advance("p", 6)  # ... or to be acked
+    ack_all(queue, sent)
+    assert not queue.advance("p", 5)  # not newer than what the edge acked
+    assert queue.advance("p", 6)
+    assert queue.acked_rv("p") == 6 and queue.stats.advanced == 1
+    assert put(queue, "p", 6) is STALE  # the same version offered again is not sent
+    assert drain(queue) == []
+    assert put(queue, "p", 7) is QUEUED  # a newer one is
+    assert rvs(drain(queue)) == [("p", "7")]
