@@ -84,6 +84,7 @@ CLIENTS: Final = 16  # concurrent creates at most
 POD_NAMESPACE: Final = "default"
 MESSAGE_COUNTERS: Final = ("kubeedge_cloudhub_messages_received_total", "kubeedge_cloudhub_messages_sent_total",
                            "kubeedge_cloudhub_acks_total")
+STATUS_SKIPS: Final = "kubeedge_cloudhub_status_only_skips_total"
 
 
 def say(*words: object) -> None:
@@ -451,6 +452,8 @@ class EdgeFigures:
     rss_connected: float
     rss_steady: float
     msgs_per_node_s: float
+    startup_detail: str
+    msgs_down_per_pod: float
     window_detail: str
     not_ready_at_heal: int
     reconnected: float
@@ -504,12 +507,19 @@ async def edge_phase(work: Path, opts: Options, db_dir: Path) -> EdgeFigures:
                 f"all Ready in the control plane {ready_at - began:.1f} s after the start; {FAKE_RUNTIME}")
             await quiet_queues(session, metrics, 30)
             rss_connected = sum(rss_mib(pid) for pid in cloud_pids)
+            before_pods = await scrape_all(session, metrics)
             startup = await create_pods(session, plane.url, opts.nodes * opts.pods_per_node, opts.rate,
                                         60 + opts.nodes * opts.pods_per_node / 50)
             say(startup.summary("edge (cloudcore, EdgeHub, MetaManager, hollow edged)"))
 
             waited, queued = await quiet_queues(session, metrics, 120)
             await asyncio.sleep(2)
+            after_pods = await scrape_all(session, metrics)
+            down = counter_sum(after_pods, MESSAGE_COUNTERS[1:2]) - counter_sum(before_pods, MESSAGE_COUNTERS[1:2])
+            skips = counter_sum(after_pods, [STATUS_SKIPS]) - counter_sum(before_pods, [STATUS_SKIPS])
+            startup_detail = (f"sent {by_type(before_pods, after_pods, MESSAGE_COUNTERS[1])}; received "
+                              f"{by_type(before_pods, after_pods, MESSAGE_COUNTERS[0])}; status-only pod updates "
+                              f"recorded, not sent: {skips:.0f}")
             state = "empty" if queued == 0 else f"still holding {queued:.0f} messages/records"
             say(f"edge: cloudcore queues and ObjectSync backlog {state} {waited:.1f} s after the pod wait ended; "
                 f"idle window of {opts.window:.0f} s")
@@ -550,7 +560,8 @@ async def edge_phase(work: Path, opts: Options, db_dir: Path) -> EdgeFigures:
             except TimeoutError:
                 reconnected = math.inf
             return EdgeFigures(startup, rss_idle, rss_connected, rss_steady, messages / window / opts.nodes,
-                               detail, opts.nodes - ready, reconnected - healed, recovered_at - healed, cpu)
+                               startup_detail, down / max(1, opts.nodes * opts.pods_per_node), detail,
+                               opts.nodes - ready, reconnected - healed, recovered_at - healed, cpu)
     finally:
         for child in fleets:
             await child.stop()
@@ -573,6 +584,7 @@ async def run(opts: Options, scratch: Path, shm: Path) -> list[str]:
     say(f"cloudcore RSS: {edge.rss_idle:.1f} MiB idle, {edge.rss_connected:.1f} MiB with {opts.nodes} nodes "
         f"connected, {edge.rss_steady:.1f} MiB with their {opts.nodes * opts.pods_per_node} pods Running "
         f"({(edge.rss_connected - edge.rss_idle) * 1024 / opts.nodes:.0f} KiB per node without pods)")
+    say(f"pod start-up messages: {edge.startup_detail}")
     say(f"idle window: {edge.window_detail}; CPU: {edge.cpu}")
     say(f"partition: {edge.not_ready_at_heal} of {opts.nodes} nodes not Ready when it ended; all reconnected "
         f"{edge.reconnected:.1f} s after the heal, all Ready {edge.recovered:.1f} s after it")
@@ -593,6 +605,7 @@ async def run(opts: Options, scratch: Path, shm: Path) -> list[str]:
               f"{name}_startup_p99: {percentile(lat, 99):.3f} s (target <= 4.0 s)",
               f"{name}_cloudcore_rss_per_node: {per_node_kib / 1024:.2f} MB (target <= 2 MB)",
               f"{name}_msgs_per_node_per_s: {edge.msgs_per_node_s:.2f} msgs (target none)",
+              f"{name}_msgs_down_per_pod_started: {edge.msgs_down_per_pod:.2f} msgs (target none)",
               f"{name}_partition_recovery: {edge.recovered:.1f} s (target <= 30 s)"]
     return lines
 

@@ -49,7 +49,7 @@ from common.message import Message
 from common.metrics import new_registry
 from common.modules import ModuleContext
 from common.quic import serve_nodes_quic
-from common.reliable import Keepalive, NodeQueue, Resolved
+from common.reliable import Advanced, Keepalive, NodeQueue, Resolved
 from common.resource import add_node_prefix, node_of, parse_edge_resource, trim_node_prefix
 from common.transport import NodeConnection, serve_nodes, server_tls_for
 
@@ -209,10 +209,12 @@ class CloudHubModule:
         queue = self.queue_of(node)
         if message.header.type == HEADER_EDGE_HAS_IT:
             wire = wire._replace(header=wire.header._replace(type=""))
-            if rv.isdigit() and queue.advance(wire.resource, int(rv)):
+            advanced = queue.advance(wire.resource, int(rv)) if rv.isdigit() else Advanced.NO
+            if advanced is Advanced.NOW:
                 self.syncs.record(node, wire, int(rv), deleted=False)
-                log.v(4).info("edge has it; recorded as acked", node=node, msg_id=message.msg_id,
-                              resource=wire.resource, rv=rv)
+            if advanced is not Advanced.NO:  # ON_ACK: recorded with the ACK of the message in flight
+                log.v(4).info("edge has it; not sent", node=node, msg_id=message.msg_id, resource=wire.resource,
+                              rv=rv, acked=advanced.value)
                 return
         result = queue.enqueue(wire.resource, wire, rv=int(rv) if rv.isdigit() else None,
                                delete=message.operation == Op.DELETE, needs_ack=needs_ack(message))

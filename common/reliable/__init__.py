@@ -7,6 +7,7 @@ edgecore/edgehub own sockets, sleeps, persistence and ObjectSync. Nothing here d
 from common.reliable.keepalive import Keepalive
 from common.reliable.nodequeue import (
     Acked,
+    Advanced,
     EnqueueResult,
     NodeQueue,
     NodeQueueStats,
@@ -20,6 +21,7 @@ from common.reliable.policy import ReconnectBackoff, ReconnectPolicy, ResendSche
 
 __all__ = [
     "Acked",
+    "Advanced",
     "EnqueueResult",
     "Keepalive",
     "NodeQueue",

@@ -39,10 +39,12 @@ Rules (upstream facts in ref/protocol.md section 4; where we differ, it says so)
   counts these drops.
 - `on_ack_rtt`, when given, is called with each ACK's round trip (seconds from the message's last
   write), for the ACK latency histogram; it must be cheap and must not call back into the queue.
-- ADVANCE: `advance(key, rv)` records `rv` as acknowledged without sending, for an update the edge
-  already has in substance (a pod change made only of the status the edge itself reported). Only when
-  the key has nothing pending, waiting or unacknowledged and an acked earlier RV; else the caller
-  enqueues the message as usual.
+- ADVANCE: `advance(key, rv)` takes an update the edge already has in substance (a pod change made only
+  of the status the edge itself reported) without sending it. With nothing of the key pending, waiting
+  or unacknowledged and an earlier RV acked, `rv` is acknowledged now (NOW). With only an earlier
+  message of the key in flight, that message's ACK will acknowledge `rv` (ON_ACK): the edge then holds
+  the same object less the status. Otherwise (NO) the caller enqueues the message as usual, which at
+  worst replaces an unsent one.
 - Acknowledged RVs per key come from ACKs and from `load_acked` (ObjectSync at start), so after a
   cloudcore restart only newer RVs are sent. An acknowledged delete forgets the key. Like upstream,
   the shell should record a key (RV "0") when it is first accepted, so a restart can still send the
@@ -90,6 +92,14 @@ class Outgoing(NamedTuple):
     key: str
     attempt: int
     is_resend: bool
+
+
+class Advanced(enum.Enum):
+    """What `advance` did (see ADVANCE in the module docstring)."""
+
+    NOW = "now"  # acknowledged at once: persist it now
+    ON_ACK = "on_ack"  # the in-flight message's ACK acknowledges it (its `Acked` carries the RV)
+    NO = "no"  # enqueue the message instead
 
 
 class Acked(NamedTuple):
@@ -257,14 +267,21 @@ class NodeQueue:
     def acked_rv(self, key: str) -> int | None:
         return self._acked_rv.get(key)
 
-    def advance(self, key: str, rv: int) -> bool:
-        """Record `rv` as acknowledged without a message (see ADVANCE above); False: enqueue it instead."""
-        acked = self._acked_rv.get(key)
-        if acked is None or rv <= acked or self._latest(key) is not None:
-            return False
-        self._acked_rv[key] = rv
+    def advance(self, key: str, rv: int) -> Advanced:
+        """Take an update the edge has in substance without sending it, if possible (ADVANCE above)."""
+        latest = self._latest(key)
+        if latest is None:
+            acked = self._acked_rv.get(key)
+            if acked is None or rv <= acked:
+                return Advanced.NO
+            self._acked_rv[key] = rv
+            self._counts.advanced += 1
+            return Advanced.NOW
+        if (latest.where is not _Where.SCHEDULED or latest.delete or latest.rv is None or rv <= latest.rv):
+            return Advanced.NO
+        latest.rv = rv  # its content stays the older version; the edge's copy differs only in status
         self._counts.advanced += 1
-        return True
+        return Advanced.ON_ACK
 
     def load_acked(self, acked_rv_by_key: Mapping[str, int]) -> None:
         """Seed acknowledged RVs (ObjectSync at start); call before the first enqueue."""

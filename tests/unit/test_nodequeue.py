@@ -13,7 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from common.constants import Op
 from common.message import Message
-from common.reliable import EnqueueResult, NodeQueue, Outgoing, Resolved, RetryPolicy
+from common.reliable import Acked, Advanced, EnqueueResult, NodeQueue, Outgoing, Resolved, RetryPolicy
 
 QUEUED, REPLACED, STALE = EnqueueResult.QUEUED, EnqueueResult.REPLACED, EnqueueResult.STALE
 COLLAPSED, FULL_KEY_ONLY = EnqueueResult.COLLAPSED, EnqueueResult.FULL_KEY_ONLY
@@ -590,18 +590,44 @@ TestBoundedCloudEdgeConverges = TightlyBoundedCloudEdgeModel.TestCase
 TestBoundedCloudEdgeConverges.settings = settings(max_examples=300, stateful_step_count=50, deadline=None)
 
 
-def test_advance_records_an_update_the_edge_has_without_sending_it_only_when_nothing_is_on_the_way() -> None:
+def test_advance_takes_an_update_the_edge_has_without_sending_it_when_nothing_newer_is_on_the_way() -> None:
     queue = make_queue()
-    assert not queue.advance("p", 5)  # never acked: the edge may not have it at all
+    assert queue.advance("p", 5) is Advanced.NO  # never sent: the edge may not have it at all
     put(queue, "p", 5)
-    assert not queue.advance("p", 6)  # version 5 is still to be sent
+    assert queue.advance("p", 6) is Advanced.NO  # version 5 is not written yet: 6 replaces it as usual
     sent = drain(queue)
-    assert not queue.advance("p", 6)  # ... or to be acked
-    ack_all(queue, sent)
-    assert not queue.advance("p", 5)  # not newer than what the edge acked
-    assert queue.advance("p", 6)
-    assert queue.acked_rv("p") == 6 and queue.stats.advanced == 1
-    assert put(queue, "p", 6) is STALE  # the same version offered again is not sent
+    assert queue.advance("p", 6) is Advanced.ON_ACK  # 5 is in flight: its ACK stands for 6
+    assert drain(queue) == [] and queue.acked_rv("p") is None
+    (acked,) = [queue.ack(out.message.msg_id, 0.0) for out in sent]
+    assert acked == Acked("p", 6, False) and queue.acked_rv("p") == 6  # what ObjectSync records
+    assert queue.advance("p", 6) is Advanced.NO  # not newer than what the edge acked
+    assert queue.advance("p", 7) is Advanced.NOW
+    assert queue.acked_rv("p") == 7 and queue.stats.advanced == 2
+    assert put(queue, "p", 7) is STALE  # the same version offered again is not sent
     assert drain(queue) == []
-    assert put(queue, "p", 7) is QUEUED  # a newer one is
-    assert rvs(drain(queue)) == [("p", "7")]
+    assert put(queue, "p", 8) is QUEUED  # a newer one is
+    assert rvs(drain(queue)) == [("p", "8")]
+
+
+def test_advance_of_a_key_with_a_message_waiting_or_a_delete_in_flight_is_refused() -> None:
+    queue = make_queue()
+    put(queue, "p", 5)
+    drain(queue)
+    put(queue, "p", 6)  # waits behind 5
+    assert queue.advance("p", 7) is Advanced.NO
+    put(queue, "d", 1)
+    ack_all(queue, drain(queue))
+    put(queue, "d", 2, delete=True)
+    drain(queue)
+    assert queue.advance("d", 3) is Advanced.NO
+
+
+def test_an_advanced_message_resent_after_a_reconnect_still_acknowledges_the_newer_version() -> None:
+    queue = make_queue()
+    put(queue, "p", 5)
+    drain(queue)
+    assert queue.advance("p", 6) is Advanced.ON_ACK
+    queue.disconnected()
+    (again,) = drain(queue)
+    assert again.message.header.resource_version == "5"  # the content sent is still version 5
+    assert queue.ack(again.message.msg_id, 0.0) == Acked("p", 6, False)
