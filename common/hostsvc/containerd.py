@@ -37,7 +37,7 @@ from common.hostsvc.process import (
 CNI_BIN_DIR = "/usr/lib/cni"
 CRI_NAMESPACE = "k8s.io"
 READY_TIMEOUT = 10.0
-_SHIM_EXIT_WAIT = 3.0
+_SHIM_EXIT_WAIT = 10.0  # shims exit within ~0.1 s when idle, seconds on a loaded 2-core host
 _TAG = re.compile(r"[a-z0-9]{1,13}")
 _CRI = 'plugins."io.containerd.grpc.v1.cri"'
 _HEADER = re.compile(r"^\s*\[([^\[\]]+)\]\s*(#.*)?$")

@@ -7,7 +7,7 @@ only after all failed does the edge wait the reconnect back-off (edgecore.edgehu
 served and dropped is dialed again on the same server after the back-off. WebSocket pings every
 `readDeadline` seconds notice a dead tunnel. Each request is served in its own task, and REMOVE_CONNECT
 cancels it. The container is found through CRI by kubelet's labels (pod namespace and name, container
-name; the newest attempt).
+name; the newest attempt) and edged's node label (runtimes may be shared by several edgecores).
 
 LOGS_CONNECT: that container's (or with `previous` the one before it) CRI log file is read by
 `crilog.read_log`. EXEC_CONNECT: CRI Exec gives the runtime's streaming URL, opened as a WebSocket with
@@ -56,6 +56,7 @@ from common.wsrelay import MAX_MESSAGE, V4, V5, Pipe, TunnelPipe, WebsocketsPipe
 from edgecore.cri import CRIClient
 from edgecore.cri.client import CRIError
 from edgecore.cri.types import Container, ContainerFilter, ContainerState
+from edgecore.edged.pods.spec import LABEL_NODE_NAME
 from edgecore.edgehub.servers import ServerRotation
 from edgecore.edgestream.crilog import LogOptions, LogOptionsError, read_log
 
@@ -223,10 +224,12 @@ class EdgeStreamModule:
             raise _Answer(500, f"runtime streaming server at {stream_url}: {type(exc).__name__}: {exc}") from None
 
     async def _containers(self, namespace: str, pod: str, container: str) -> list[Container]:
-        """The pod's containers of that name, newest attempt first (found by kubelet's labels)."""
+        """The pod's containers of that name, newest attempt first: kubelet's labels, and edged's node label,
+        so that another edgecore's pod of the same name on a shared runtime is never this one's."""
         if self.cri is None:
             raise _Answer(503, "edged runs no container runtime on this node")
-        labels = {LABEL_POD_NAMESPACE: namespace, LABEL_POD_NAME: pod, LABEL_CONTAINER_NAME: container}
+        labels = {LABEL_POD_NAMESPACE: namespace, LABEL_POD_NAME: pod, LABEL_CONTAINER_NAME: container,
+                  LABEL_NODE_NAME: self.node}
         try:
             found = await self.cri.list_containers(ContainerFilter(label_selector=labels))
         except CRIError as exc:

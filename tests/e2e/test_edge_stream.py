@@ -6,6 +6,7 @@ the request over the node's tunnel; EdgeStream reads the container's CRI log fil
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -13,6 +14,7 @@ import select
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,9 @@ import pytest
 from common.hostsvc.containerd import ContainerdLayout
 from common.hostsvc.ociimage import BUSYBOX_REF
 from common.streamframes import ENDPOINT_ANNOTATION
+from edgecore.cri import CRIClient
+from edgecore.edged.pods.configs import RuntimeOptions, container_config, sandbox_config
+from edgecore.edged.pods.spec import parse_pod
 from tests.fixtures.controlplane import ControlPlaneProcess
 from tests.fixtures.edge_rig import edge_rig, wait
 from tests.fixtures.paths import require_binary
@@ -27,8 +32,31 @@ from tests.fixtures.paths import require_binary
 pytestmark = pytest.mark.timeout(240)
 
 
+async def start_foreign_twin(containerd: ContainerdLayout, tmp_path: Path, name: str) -> str:
+    """A pod `default/<name>` with a container `talk` that logged and exited, as another edgecore's edged
+    labels its pods (node `someone-else`), started straight through CRI; its sandbox id."""
+    spec = parse_pod({"metadata": {"uid": str(uuid.uuid4()), "name": name, "namespace": "default"},
+                      "spec": {"nodeName": "someone-else", "hostNetwork": True, "containers": [
+                          {"name": "talk", "image": BUSYBOX_REF, "command": ["sh", "-c", "echo not-mine"]}]}})
+    options = RuntimeOptions(log_root=tmp_path / "foreign-logs", root_dir=tmp_path / "foreign-kubelet")
+    async with CRIClient(f"unix://{containerd.socket}") as cri:
+        config = sandbox_config(spec, 0, options)
+        sandbox = await cri.run_pod_sandbox(config)
+        for attempt in (0, 1):  # two attempts: a "previous" one exists too
+            container = await cri.create_container(sandbox, container_config(spec, spec.containers[0], attempt),
+                                                   config)
+            await cri.start_container(container)
+        return sandbox
+
+
+async def remove_sandbox(containerd: ContainerdLayout, sandbox: str) -> None:
+    async with CRIClient(f"unix://{containerd.socket}") as cri:
+        await cri.stop_pod_sandbox(sandbox)
+        await cri.remove_pod_sandbox(sandbox)
+
+
 def test_kubectl_logs_tail_and_follow_reach_the_edge_pod(
-        tmp_path: Path, containerd: ContainerdLayout, run_id: str) -> None:
+        tmp_path: Path, containerd: ContainerdLayout, run_id: str, request: pytest.FixtureRequest) -> None:
     node, name = f"edge-stream-{run_id}", f"talker-{run_id}"
     with edge_rig(tmp_path, containerd, node, stream=True) as rig:
         plane = rig.plane
@@ -43,6 +71,9 @@ def test_kubectl_logs_tail_and_follow_reach_the_edge_pod(
         wait(lambda: plane.kubectl("get", "pod", name, "-o", "jsonpath={.status.phase}",
                                    check=False).stdout == "Running", "pod Running in the cloud")
 
+        # Another node's pod of the same name and container on this runtime (edgecores may share one): not ours.
+        foreign = asyncio.run(start_foreign_twin(containerd, tmp_path, name))
+        request.addfinalizer(lambda: asyncio.run(remove_sandbox(containerd, foreign)))
         logs = wait(lambda: plane.kubectl("logs", name, check=False).stdout, "kubectl logs output", timeout=20)
         assert logs == "first\nsecond\n"
         assert plane.kubectl("logs", name, "--tail=1").stdout == "second\n"
