@@ -13,6 +13,7 @@ from cloudcore.controlplane.controllers.daemonsets import daemon_pod_spec, shoul
 from cloudcore.controlplane.controllers.scheduler import (
     NodeView,
     Usage,
+    feasible_nodes_to_find,
     filter_node,
     insufficient,
     match_node_selector,
@@ -260,3 +261,24 @@ def test_daemon_pods_tolerate_node_problems_but_not_other_taints() -> None:
     assert any(t["key"] == "node.kubernetes.io/network-unavailable" for t in host["tolerations"])
     again = daemon_pod_spec(spec)
     assert again["tolerations"] == spec["tolerations"]  # idempotent
+
+
+@pytest.mark.parametrize(("total", "wanted"), [(0, 0), (3, 3), (99, 99), (100, 100), (200, 100), (1000, 420),
+                                               (5000, 500), (10000, 500)])
+def test_feasible_nodes_to_find_is_kube_schedulers_adaptive_percentage(total: int, wanted: int) -> None:
+    assert feasible_nodes_to_find(total) == wanted
+
+
+def test_a_large_cluster_is_filtered_until_enough_nodes_fit_each_pod_starting_where_the_last_stopped() -> None:
+    nodes = [node(f"n{i:04d}") for i in range(1000)]
+    first = schedule({"containers": [container()]}, nodes, {})
+    assert (first.node, first.examined) == ("n0000", 420)  # 420 of 1,000 fit: enough; the best of them
+    second = schedule({"containers": [container()]}, nodes, {}, start=first.examined)
+    assert (second.node, second.examined) == ("n0420", 420)
+    wrapped = schedule({"containers": [container()]}, nodes, {}, start=900)
+    assert (wrapped.node, wrapped.examined) == ("n0000", 420)  # n0900..n0999, then n0000..n0319
+    tainted = [node(f"t{i:04d}", taints=[{"key": EDGE, "effect": "NoSchedule"}]) for i in range(1000)]
+    none = schedule({"containers": [container()]}, [*tainted, node("z-last")], {}, start=5)
+    assert none.node == "z-last" and none.examined == 1001  # it keeps looking until one fits
+    nothing = schedule({"containers": [container()]}, tainted, {}, start=5)
+    assert nothing.node is None and nothing.message.startswith("0/1000 nodes are available: 1000 node(s)")
