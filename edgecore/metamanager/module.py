@@ -154,7 +154,10 @@ class MetaManagerModule:
 
         async def plan(store: MetaStore) -> Sequence[MetaChange]:
             stored = await store.get(key)
-            pod = orjson.loads(stored) if stored else None
+            try:
+                pod = orjson.loads(stored) if stored else None
+            except orjson.JSONDecodeError:
+                return []  # not ours to repair; the cloud's next version of the pod replaces it
             if not isinstance(pod, dict) or not isinstance(status, dict) or pod.get("status") == status:
                 return []
             if (pod.get("metadata") or {}).get("uid") != content.get("UID"):

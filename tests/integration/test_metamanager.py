@@ -205,6 +205,20 @@ async def test_a_reported_pod_status_is_kept_in_the_stored_pod_at_its_resource_v
         assert json.loads(await store.get("default/pod/p") or "null")["status"] == {}
 
 
+async def test_a_status_report_for_a_stored_pod_that_is_not_json_leaves_it_and_metamanager_running(
+        sqlite_path: Path) -> None:
+    async with running(sqlite_path) as (bus, hub, store):
+        await store.apply([MetaChange("default/pod/bad", "pod", "{not json", 3)])
+        bad = Message.new(source="edged", group=Group.META, operation=Op.UPDATE, resource="default/podstatus/bad",
+                          content={"UID": "u", "Name": "bad", "Status": {"phase": "Running"}})
+        await bus.send_to_group(Group.META, bad)
+        assert await next_for_cloud(hub) == bad
+        after = cloud(Op.INSERT, "default/pod/p", pod("p", 4), "4")
+        await bus.send_to_group(Group.META, after)
+        assert (await next_for_cloud(hub)).parent_msg_id == after.msg_id  # still storing and ACKing
+        assert await store.get("default/pod/bad") == "{not json"
+
+
 def report(n: int, name: str = "p") -> Message:
     return Message.new(source="edged", group=Group.META, operation=Op.UPDATE, resource=f"default/podstatus/{name}",
                        content={"n": n})
