@@ -59,7 +59,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -72,7 +72,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.density_edge import FAKE_RUNTIME  # noqa: E402
-from bench.edgesync import cpu_seconds, percentile, rss_mib  # noqa: E402
+from bench.edgesync import Watch, cpu_seconds, percentile, rss_mib  # noqa: E402
 from cloudcore.cloudhub.secrets import CA_DATA, CA_KEY_DATA, CA_SECRET, NAMESPACE  # noqa: E402
 from common.pki import KeyPair, load_cert, load_private_key  # noqa: E402
 from tests.fixtures.controlplane import ControlPlaneProcess  # noqa: E402
@@ -205,50 +205,20 @@ async def wait_ready(session: aiohttp.ClientSession, server: str, prefix: str, n
                        f"not Ready: {'; '.join(stuck[:3])}")
 
 
-@dataclass
-class PodWatch:
-    """A pod WATCH in its own task: when (monotonic) each pod was first seen bound and first seen Running."""
+class PodWatch(Watch):
+    """A pod WATCH: when (monotonic) each pod was first seen bound and first seen Running."""
 
-    session: aiohttp.ClientSession
-    server: str
-    bound: dict[str, float] = field(default_factory=dict)
-    running: dict[str, float] = field(default_factory=dict)
-    _task: asyncio.Task[None] | None = None
-    _opened: asyncio.Event = field(default_factory=asyncio.Event)
+    def __init__(self, session: aiohttp.ClientSession, server: str) -> None:
+        super().__init__(session, f"{server}/api/v1/namespaces/{POD_NAMESPACE}/pods", time.monotonic)
+        self.bound: dict[str, float] = {}
+        self.running: dict[str, float] = {}
 
-    async def __aenter__(self) -> PodWatch:
-        self._task = asyncio.create_task(self._run())
-        async with asyncio.timeout(30):
-            await self._opened.wait()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-    async def _run(self) -> None:
-        rv = ""
-        while True:
-            query = {"watch": "1", **({"resourceVersion": rv} if rv else {})}
-            async with self.session.get(f"{self.server}/api/v1/namespaces/{POD_NAMESPACE}/pods", params=query,
-                                        timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as response:
-                if response.status != 200:
-                    raise RuntimeError(f"pod watch: {response.status}")
-                self._opened.set()
-                async for line in response.content:
-                    now = time.monotonic()
-                    event = orjson.loads(line)
-                    if event.get("type") == "ERROR":
-                        break
-                    pod = event.get("object") or {}
-                    name = pod["metadata"]["name"]
-                    rv = pod["metadata"].get("resourceVersion", rv)
-                    if name not in self.bound and (pod.get("spec") or {}).get("nodeName"):
-                        self.bound[name] = now
-                    if name not in self.running and (pod.get("status") or {}).get("phase") == "Running":
-                        self.running[name] = now
+    def seen(self, kind: str, obj: dict[str, Any], now: float) -> None:
+        name = obj["metadata"]["name"]
+        if name not in self.bound and (obj.get("spec") or {}).get("nodeName"):
+            self.bound[name] = now
+        if name not in self.running and (obj.get("status") or {}).get("phase") == "Running":
+            self.running[name] = now
 
 
 def pause_pod(name: str) -> dict[str, Any]:

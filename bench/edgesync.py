@@ -49,9 +49,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import aiohttp
 import orjson
@@ -214,21 +214,23 @@ def pod(name: str) -> dict[str, Any]:
                 "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}
 
 
-class EdgeWatch:
-    """A MetaServer WATCH read in its own task: when (perf_counter) each object's first ADDED or MODIFIED
-    event arrived, by name. If MetaServer ends the stream (a watch that fell behind is dropped) it is
-    opened again from the last resourceVersion seen, as client-go does."""
+class Watch:
+    """A WATCH read in its own task; `seen` gets each ADDED/MODIFIED/DELETED event with the `clock()` time it
+    arrived. If the server ends the stream (a watch that fell behind is dropped) it is opened again from
+    the last resourceVersion seen, as client-go does."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
-        self.session, self.url = session, url
-        self.arrived: dict[str, float] = {}
+    def __init__(self, session: aiohttp.ClientSession, url: str,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.session, self.url, self.clock = session, url, clock
         self.reopened = 0
         self._rv = ""
         self._opened = asyncio.Event()
-        self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> EdgeWatch:
+    def seen(self, kind: str, obj: dict[str, Any], now: float) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._run())
         opened = asyncio.create_task(self._opened.wait())
         await asyncio.wait([opened, self._task], timeout=30, return_when=asyncio.FIRST_COMPLETED)
@@ -253,16 +255,28 @@ class EdgeWatch:
                     raise RuntimeError(f"watch {self.url}: {response.status} {await response.text()}")
                 self._opened.set()
                 async for line in response.content:
-                    now = time.perf_counter()
+                    now = self.clock()
                     event = orjson.loads(line)
                     if event["type"] == "ERROR":
                         raise RuntimeError(f"watch {self.url}: {event['object']}")
-                    meta = event["object"].get("metadata") or {}
-                    self._rv = meta.get("resourceVersion") or self._rv
-                    if event["type"] in ("ADDED", "MODIFIED") and meta.get("name") not in self.arrived:
-                        self.arrived[meta["name"]] = now
-                        self._changed.set()
+                    self._rv = (event["object"].get("metadata") or {}).get("resourceVersion") or self._rv
+                    self.seen(event["type"], event["object"], now)
             self.reopened += 1
+
+
+class EdgeWatch(Watch):
+    """A MetaServer WATCH: when (perf_counter) each object's first ADDED or MODIFIED event arrived, by name."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+        super().__init__(session, url)
+        self.arrived: dict[str, float] = {}
+        self._changed = asyncio.Event()
+
+    def seen(self, kind: str, obj: dict[str, Any], now: float) -> None:
+        name = (obj.get("metadata") or {}).get("name")
+        if kind in ("ADDED", "MODIFIED") and name not in self.arrived:
+            self.arrived[name] = now
+            self._changed.set()
 
     async def wait(self, names: Iterable[str], timeout: float) -> None:
         """Until every name has arrived."""
